@@ -1,0 +1,345 @@
+//! Field visitors: `tracing` field values into JSON values (or `k=v` text),
+//! shared by spans and events.
+//!
+//! Span fields are kept as [`FieldValue`]s in the span's state, because they
+//! can be recorded again later and are rendered only when the span ends. Event
+//! fields are written straight into reusable buffers while they are visited:
+//! nothing is stored and nothing is parsed again.
+
+use std::fmt::{self, Write as _};
+
+use serde::Serializer as _;
+use tracing::field::{Field, Visit};
+
+use crate::config::Format;
+
+/// A span field's value, kept with its natural JSON type.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum FieldValue {
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Bool(bool),
+    Str(String),
+}
+
+impl FieldValue {
+    /// Appends the value as JSON.
+    pub(crate) fn write_json(&self, buf: &mut Vec<u8>) {
+        match self {
+            FieldValue::I64(v) => write_i64(buf, *v),
+            FieldValue::U64(v) => write_u64(buf, *v),
+            FieldValue::F64(v) => write_f64(buf, *v),
+            FieldValue::Bool(v) => buf.extend_from_slice(if *v { b"true" } else { b"false" }),
+            FieldValue::Str(s) => write_json_str(buf, s),
+        }
+    }
+
+    /// Appends the value for a person to read.
+    pub(crate) fn write_human(&self, buf: &mut Vec<u8>) {
+        match self {
+            FieldValue::Str(s) if s.contains(char::is_whitespace) || s.is_empty() => {
+                let _ = write!(Adapter(buf), "{s:?}");
+            }
+            FieldValue::Str(s) => buf.extend_from_slice(s.as_bytes()),
+            FieldValue::F64(v) => {
+                let _ = write!(Adapter(buf), "{v}");
+            }
+            other => other.write_json(buf),
+        }
+    }
+
+    /// The value as text, for `job_id` and `error`.
+    pub(crate) fn into_text(self) -> String {
+        match self {
+            FieldValue::Str(s) => s,
+            FieldValue::I64(v) => v.to_string(),
+            FieldValue::U64(v) => v.to_string(),
+            FieldValue::F64(v) => v.to_string(),
+            FieldValue::Bool(v) => v.to_string(),
+        }
+    }
+
+    /// The value as a truth value, for `skipped`.
+    pub(crate) fn truthy(&self) -> bool {
+        match self {
+            FieldValue::Bool(b) => *b,
+            FieldValue::I64(v) => *v != 0,
+            FieldValue::U64(v) => *v != 0,
+            FieldValue::F64(v) => *v != 0.0,
+            FieldValue::Str(s) => s.eq_ignore_ascii_case("true"),
+        }
+    }
+}
+
+/// `fmt::Write` into a byte buffer.
+pub(crate) struct Adapter<'a>(pub(crate) &'a mut Vec<u8>);
+
+impl fmt::Write for Adapter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Shows a `Debug` value through `Display`, so serde_json can escape it while
+/// it is being formatted, with no intermediate `String`.
+struct DebugAsDisplay<'a>(&'a dyn fmt::Debug);
+
+impl fmt::Display for DebugAsDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+pub(crate) fn write_json_str(buf: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::Serializer::new(&mut *buf).serialize_str(s);
+}
+
+fn write_json_debug(buf: &mut Vec<u8>, value: &dyn fmt::Debug) {
+    let _ = serde_json::Serializer::new(&mut *buf).collect_str(&DebugAsDisplay(value));
+}
+
+pub(crate) fn write_i64(buf: &mut Vec<u8>, v: i64) {
+    let _ = serde_json::Serializer::new(&mut *buf).serialize_i64(v);
+}
+
+pub(crate) fn write_u64(buf: &mut Vec<u8>, v: u64) {
+    let _ = serde_json::Serializer::new(&mut *buf).serialize_u64(v);
+}
+
+/// Finite floats as JSON numbers; NaN and infinities (which JSON cannot
+/// hold, and which must not become `null`) as strings.
+pub(crate) fn write_f64(buf: &mut Vec<u8>, v: f64) {
+    if v.is_finite() {
+        let _ = serde_json::Serializer::new(&mut *buf).serialize_f64(v);
+    } else {
+        let _ = write!(Adapter(buf), "\"{v}\"");
+    }
+}
+
+/// Collects a span's fields: the reserved ones apart, the rest as metadata.
+#[derive(Debug, Default)]
+pub(crate) struct SpanFields {
+    pub(crate) layer: Option<FieldValue>,
+    pub(crate) layer_name: Option<String>,
+    pub(crate) job_id: Option<String>,
+    pub(crate) skipped: Option<bool>,
+    pub(crate) error: Option<String>,
+    pub(crate) metadata: Vec<(&'static str, FieldValue)>,
+}
+
+impl SpanFields {
+    fn put(&mut self, field: &Field, value: FieldValue) {
+        match field.name() {
+            "layer" => self.layer = Some(value),
+            "layer_name" => self.layer_name = Some(value.into_text()),
+            "job_id" => self.job_id = Some(value.into_text()),
+            "skipped" => self.skipped = Some(value.truthy()),
+            "error" => self.error = Some(value.into_text()),
+            name => {
+                // A field recorded again replaces its earlier value in place,
+                // so metadata keeps declaration order.
+                if let Some(slot) = self.metadata.iter_mut().find(|(n, _)| *n == name) {
+                    slot.1 = value;
+                } else {
+                    self.metadata.push((name, value));
+                }
+            }
+        }
+    }
+}
+
+impl Visit for SpanFields {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, FieldValue::F64(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, FieldValue::I64(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, FieldValue::U64(value));
+    }
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        match i64::try_from(value) {
+            Ok(v) => self.put(field, FieldValue::I64(v)),
+            Err(_) => self.put(field, FieldValue::Str(value.to_string())),
+        }
+    }
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        match u64::try_from(value) {
+            Ok(v) => self.put(field, FieldValue::U64(v)),
+            Err(_) => self.put(field, FieldValue::Str(value.to_string())),
+        }
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, FieldValue::Bool(value));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field, FieldValue::Str(value.to_owned()));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put(field, FieldValue::Str(value.to_string()));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.put(field, FieldValue::Str(format!("{value:?}")));
+    }
+}
+
+/// Visits an event's fields straight into reusable buffers: the message (as
+/// a JSON string, or raw text for people), the other fields as a metadata
+/// fragment, and for ERROR events the raw error text.
+#[derive(Debug)]
+pub(crate) struct EventFields<'a> {
+    pub(crate) format: Format,
+    /// JSON: `"the message"` (with quotes); human: the raw text.
+    pub(crate) message: &'a mut Vec<u8>,
+    /// JSON: `"k":v,"k2":v2`; human: ` k=v k2=v2`.
+    pub(crate) metadata: &'a mut Vec<u8>,
+    /// Raw text of the message and of the `error` field, kept only when
+    /// `want_error` is set (ERROR events).
+    pub(crate) want_error: bool,
+    pub(crate) raw_message: Option<String>,
+    pub(crate) raw_error: Option<String>,
+}
+
+impl EventFields<'_> {
+    fn key(&mut self, field: &Field) {
+        match self.format {
+            Format::Json => {
+                if !self.metadata.is_empty() {
+                    self.metadata.push(b',');
+                }
+                write_json_str(self.metadata, field.name());
+                self.metadata.push(b':');
+            }
+            Format::Human => {
+                self.metadata.push(b' ');
+                self.metadata.extend_from_slice(field.name().as_bytes());
+                self.metadata.push(b'=');
+            }
+        }
+    }
+
+    fn value(&mut self, field: &Field, value: FieldValue) {
+        self.key(field);
+        match self.format {
+            Format::Json => value.write_json(self.metadata),
+            Format::Human => value.write_human(self.metadata),
+        }
+    }
+
+    fn text(&mut self, field: &Field, value: &dyn fmt::Debug, display: Option<&str>) {
+        match field.name() {
+            "message" => {
+                if self.want_error {
+                    let text = match display {
+                        Some(s) => s.to_owned(),
+                        None => format!("{value:?}"),
+                    };
+                    self.raw_message = Some(text);
+                }
+                self.message.clear();
+                match (self.format, display) {
+                    (Format::Json, Some(s)) => write_json_str(self.message, s),
+                    (Format::Json, None) => write_json_debug(self.message, value),
+                    (Format::Human, Some(s)) => self.message.extend_from_slice(s.as_bytes()),
+                    (Format::Human, None) => {
+                        let _ = write!(Adapter(self.message), "{value:?}");
+                    }
+                }
+                return;
+            }
+            "error" if self.want_error => {
+                self.raw_error = Some(match display {
+                    Some(s) => s.to_owned(),
+                    None => format!("{value:?}"),
+                });
+            }
+            // Fields that the `log` compatibility layer adds describe the
+            // record itself, not the event's data.
+            name if name.starts_with("log.") => return,
+            _ => {}
+        }
+        self.key(field);
+        match (self.format, display) {
+            (Format::Json, Some(s)) => write_json_str(self.metadata, s),
+            (Format::Json, None) => write_json_debug(self.metadata, value),
+            (Format::Human, Some(s)) => {
+                FieldValue::Str(s.to_owned()).write_human(self.metadata);
+            }
+            (Format::Human, None) => {
+                let _ = write!(Adapter(self.metadata), "{value:?}");
+            }
+        }
+    }
+}
+
+impl Visit for EventFields<'_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.value(field, FieldValue::F64(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.value(field, FieldValue::I64(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.value(field, FieldValue::U64(value));
+    }
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        match i64::try_from(value) {
+            Ok(v) => self.value(field, FieldValue::I64(v)),
+            Err(_) => self.text(field, &value, None),
+        }
+    }
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        match u64::try_from(value) {
+            Ok(v) => self.value(field, FieldValue::U64(v)),
+            Err(_) => self.text(field, &value, None),
+        }
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.value(field, FieldValue::Bool(value));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.text(field, &value, Some(value));
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        let s = value.to_string();
+        self.text(field, &s, Some(&s));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.text(field, value, None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_floats_become_strings_not_null() {
+        let mut buf = Vec::new();
+        write_f64(&mut buf, f64::NAN);
+        assert_eq!(buf, b"\"NaN\"");
+        buf.clear();
+        write_f64(&mut buf, 2.5);
+        assert_eq!(buf, b"2.5");
+    }
+
+    #[test]
+    fn debug_values_are_escaped_while_formatted() {
+        let mut buf = Vec::new();
+        write_json_debug(&mut buf, &"a\"b\n");
+        let back: String = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(back, "\"a\\\"b\\n\"");
+    }
+
+    #[test]
+    fn skipped_accepts_bools_numbers_and_text() {
+        assert!(FieldValue::Bool(true).truthy());
+        assert!(!FieldValue::Bool(false).truthy());
+        assert!(FieldValue::Str("TRUE".into()).truthy());
+        assert!(!FieldValue::I64(0).truthy());
+    }
+}

@@ -1,0 +1,377 @@
+//! One output line, built in a reused buffer: the JSON schema of SPEC section
+//! 3, or the human rendering used when `STRUCTURED_LOGGING=false`.
+//!
+//! Both renderings take the same borrowed description of the line
+//! ([`Lifecycle`] or [`LogLine`]), so the two formats always say the same.
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use time::OffsetDateTime;
+
+use super::fields::{write_f64, write_i64, write_json_str, write_u64, Adapter, FieldValue};
+use super::state::LayerNumber;
+use crate::event::{EventKind, Status};
+
+/// A lifecycle event: everything but `log`.
+#[derive(Debug)]
+pub(crate) struct Lifecycle<'a> {
+    pub(crate) kind: EventKind,
+    pub(crate) layer: Option<LayerNumber>,
+    pub(crate) layer_name: Option<&'a str>,
+    pub(crate) job_id: Option<&'a str>,
+    pub(crate) status: Option<Status>,
+    pub(crate) duration_ms: Option<u64>,
+    pub(crate) error: Option<&'a str>,
+    pub(crate) metadata: &'a [(&'static str, FieldValue)],
+    /// `pipeline_complete`: completed, failed, skipped layers.
+    pub(crate) counts: Option<[u64; 3]>,
+}
+
+/// A `log` event, its message and metadata already rendered by the visitor.
+#[derive(Debug)]
+pub(crate) struct LogLine<'a> {
+    pub(crate) level: &'static tracing::Level,
+    pub(crate) target: &'a str,
+    /// JSON: a quoted string; human: raw text. Empty: no message.
+    pub(crate) message: &'a [u8],
+    pub(crate) job_id: Option<&'a str>,
+    pub(crate) layer: Option<LayerNumber>,
+    pub(crate) layer_name: Option<&'a str>,
+    /// JSON: `"k":v,...`; human: ` k=v ...`. Empty: no metadata.
+    pub(crate) metadata: &'a [u8],
+}
+
+fn two(buf: &mut Vec<u8>, v: u8) {
+    buf.push(b'0' + v / 10);
+    buf.push(b'0' + v % 10);
+}
+
+/// `2025-11-29T10:30:45.123Z`: RFC 3339, UTC, exactly three fraction digits.
+pub(crate) fn write_timestamp(buf: &mut Vec<u8>, now: SystemTime) {
+    let t = OffsetDateTime::from(now);
+    let year = t.year();
+    if (0..=9999).contains(&year) {
+        let y = year as u32;
+        buf.push(b'0' + (y / 1000) as u8);
+        buf.push(b'0' + (y / 100 % 10) as u8);
+        two(buf, (y % 100) as u8);
+    } else {
+        let _ = write!(Adapter(buf), "{year:+07}");
+    }
+    buf.push(b'-');
+    two(buf, t.month() as u8);
+    buf.push(b'-');
+    two(buf, t.day());
+    buf.push(b'T');
+    write_time_of_day(buf, t);
+    buf.push(b'Z');
+}
+
+fn write_time_of_day(buf: &mut Vec<u8>, t: OffsetDateTime) {
+    two(buf, t.hour());
+    buf.push(b':');
+    two(buf, t.minute());
+    buf.push(b':');
+    two(buf, t.second());
+    buf.push(b'.');
+    let ms = t.millisecond();
+    buf.push(b'0' + (ms / 100) as u8);
+    two(buf, (ms % 100) as u8);
+}
+
+fn write_layer(buf: &mut Vec<u8>, n: LayerNumber) {
+    match n {
+        LayerNumber::Int(v) => write_i64(buf, v),
+        LayerNumber::Float(v) => write_f64(buf, v),
+    }
+}
+
+fn key(buf: &mut Vec<u8>, key: &str) {
+    buf.push(b',');
+    buf.push(b'"');
+    buf.extend_from_slice(key.as_bytes());
+    buf.extend_from_slice(b"\":");
+}
+
+fn str_entry(buf: &mut Vec<u8>, k: &str, v: Option<&str>) {
+    if let Some(v) = v {
+        key(buf, k);
+        write_json_str(buf, v);
+    }
+}
+
+fn head(buf: &mut Vec<u8>, now: SystemTime, kind: EventKind) {
+    buf.extend_from_slice(b"{\"timestamp\":\"");
+    write_timestamp(buf, now);
+    buf.extend_from_slice(b"\",\"event\":\"");
+    buf.extend_from_slice(kind.as_str().as_bytes());
+    buf.push(b'"');
+}
+
+/// Appends `e` as one JSON line (with its newline).
+pub(crate) fn lifecycle_json(buf: &mut Vec<u8>, now: SystemTime, e: &Lifecycle<'_>) {
+    head(buf, now, e.kind);
+    if let Some(n) = e.layer {
+        key(buf, "layer");
+        write_layer(buf, n);
+    }
+    str_entry(buf, "layer_name", e.layer_name);
+    str_entry(buf, "job_id", e.job_id);
+    if let Some(s) = e.status {
+        key(buf, "status");
+        buf.push(b'"');
+        buf.extend_from_slice(s.as_str().as_bytes());
+        buf.push(b'"');
+    }
+    if let Some(d) = e.duration_ms {
+        key(buf, "duration_ms");
+        write_u64(buf, d);
+    }
+    str_entry(buf, "error", e.error);
+    if !e.metadata.is_empty() || e.counts.is_some() {
+        key(buf, "metadata");
+        buf.push(b'{');
+        let mut first = true;
+        for (name, value) in e.metadata {
+            if !first {
+                buf.push(b',');
+            }
+            first = false;
+            write_json_str(buf, name);
+            buf.push(b':');
+            value.write_json(buf);
+        }
+        if let Some([completed, failed, skipped]) = e.counts {
+            for (name, n) in [
+                ("layers_completed", completed),
+                ("layers_failed", failed),
+                ("layers_skipped", skipped),
+            ] {
+                if !first {
+                    buf.push(b',');
+                }
+                first = false;
+                buf.push(b'"');
+                buf.extend_from_slice(name.as_bytes());
+                buf.extend_from_slice(b"\":");
+                write_u64(buf, n);
+            }
+        }
+        buf.push(b'}');
+    }
+    buf.extend_from_slice(b"}\n");
+}
+
+/// Appends `e` as one JSON line (with its newline).
+pub(crate) fn log_json(buf: &mut Vec<u8>, now: SystemTime, e: &LogLine<'_>) {
+    head(buf, now, EventKind::Log);
+    key(buf, "level");
+    buf.push(b'"');
+    buf.extend_from_slice(level_str(e.level).as_bytes());
+    buf.push(b'"');
+    str_entry(buf, "target", Some(e.target));
+    key(buf, "message");
+    if e.message.is_empty() {
+        buf.extend_from_slice(b"\"\"");
+    } else {
+        buf.extend_from_slice(e.message);
+    }
+    str_entry(buf, "job_id", e.job_id);
+    if let Some(n) = e.layer {
+        key(buf, "layer");
+        write_layer(buf, n);
+    }
+    str_entry(buf, "layer_name", e.layer_name);
+    if !e.metadata.is_empty() {
+        key(buf, "metadata");
+        buf.push(b'{');
+        buf.extend_from_slice(e.metadata);
+        buf.push(b'}');
+    }
+    buf.extend_from_slice(b"}\n");
+}
+
+fn level_str(level: &tracing::Level) -> &'static str {
+    match *level {
+        tracing::Level::TRACE => "trace",
+        tracing::Level::DEBUG => "debug",
+        tracing::Level::INFO => "info",
+        tracing::Level::WARN => "warn",
+        _ => "error",
+    }
+}
+
+/// ANSI styles for the human rendering; empty strings when colour is off.
+struct Style {
+    dim: &'static str,
+    green: &'static str,
+    red: &'static str,
+    yellow: &'static str,
+    cyan: &'static str,
+    bold: &'static str,
+    reset: &'static str,
+}
+
+const COLOUR: Style = Style {
+    dim: "\x1b[2m",
+    green: "\x1b[32m",
+    red: "\x1b[31m",
+    yellow: "\x1b[33m",
+    cyan: "\x1b[36m",
+    bold: "\x1b[1m",
+    reset: "\x1b[0m",
+};
+
+const PLAIN: Style = Style {
+    dim: "",
+    green: "",
+    red: "",
+    yellow: "",
+    cyan: "",
+    bold: "",
+    reset: "",
+};
+
+fn human_prefix(buf: &mut Vec<u8>, now: SystemTime, style: &Style, job_id: Option<&str>) {
+    buf.extend_from_slice(style.dim.as_bytes());
+    write_time_of_day(buf, OffsetDateTime::from(now));
+    buf.extend_from_slice(style.reset.as_bytes());
+    if let Some(job) = job_id {
+        let _ = write!(Adapter(buf), " {}{job}{}", style.dim, style.reset);
+    }
+}
+
+fn human_stage(buf: &mut Vec<u8>, style: &Style, layer: Option<LayerNumber>, name: Option<&str>) {
+    buf.extend_from_slice(b" [");
+    buf.extend_from_slice(style.bold.as_bytes());
+    match layer {
+        Some(LayerNumber::Int(v)) => {
+            let _ = write!(Adapter(buf), "{v} ");
+        }
+        Some(LayerNumber::Float(v)) => {
+            let _ = write!(Adapter(buf), "{v} ");
+        }
+        None => {}
+    }
+    buf.extend_from_slice(name.unwrap_or("?").as_bytes());
+    buf.extend_from_slice(style.reset.as_bytes());
+    buf.push(b']');
+}
+
+/// Appends `e` as one line for a person: time, job, stage, state, duration,
+/// error, then the metadata as `k=v`.
+pub(crate) fn lifecycle_human(buf: &mut Vec<u8>, now: SystemTime, ansi: bool, e: &Lifecycle<'_>) {
+    let style = if ansi { &COLOUR } else { &PLAIN };
+    human_prefix(buf, now, style, e.job_id);
+    let pipeline = matches!(
+        e.kind,
+        EventKind::PipelineStart | EventKind::PipelineComplete
+    );
+    if pipeline {
+        buf.extend_from_slice(b" pipeline");
+    } else {
+        human_stage(buf, style, e.layer, e.layer_name);
+    }
+    let (colour, word) = match (e.kind, e.status) {
+        (EventKind::PipelineStart | EventKind::LayerStart, _) => (style.cyan, "started"),
+        (_, Some(Status::Success)) => (style.green, "complete"),
+        (_, Some(Status::Partial)) => (style.yellow, "partial"),
+        (_, Some(Status::Skipped)) => (style.yellow, "skipped"),
+        (_, Some(Status::Error)) => (style.red, "FAILED"),
+        (_, None) => ("", "ended"),
+    };
+    let _ = write!(Adapter(buf), " {colour}{word}{}", style.reset);
+    if let Some(d) = e.duration_ms {
+        let _ = write!(Adapter(buf), " in {d} ms");
+    }
+    if let Some(err) = e.error {
+        let _ = write!(Adapter(buf), ": {}{err}{}", style.red, style.reset);
+    }
+    if let Some([c, f, s]) = e.counts {
+        let _ = write!(Adapter(buf), " ({c} completed, {f} failed, {s} skipped)");
+    }
+    for (name, value) in e.metadata {
+        buf.push(b' ');
+        buf.extend_from_slice(style.dim.as_bytes());
+        buf.extend_from_slice(name.as_bytes());
+        buf.push(b'=');
+        buf.extend_from_slice(style.reset.as_bytes());
+        value.write_human(buf);
+    }
+    buf.push(b'\n');
+}
+
+/// Appends `e` as one line for a person.
+pub(crate) fn log_human(buf: &mut Vec<u8>, now: SystemTime, ansi: bool, e: &LogLine<'_>) {
+    let style = if ansi { &COLOUR } else { &PLAIN };
+    human_prefix(buf, now, style, e.job_id);
+    let colour = match *e.level {
+        tracing::Level::ERROR => style.red,
+        tracing::Level::WARN => style.yellow,
+        tracing::Level::INFO => style.green,
+        _ => style.dim,
+    };
+    let _ = write!(
+        Adapter(buf),
+        " {colour}{:>5}{}",
+        level_str(e.level).to_ascii_uppercase(),
+        style.reset
+    );
+    if e.layer_name.is_some() {
+        human_stage(buf, style, e.layer, e.layer_name);
+    }
+    let _ = write!(Adapter(buf), " {}{}:{} ", style.dim, e.target, style.reset);
+    buf.extend_from_slice(e.message);
+    buf.extend_from_slice(e.metadata);
+    buf.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn ts(secs: u64, millis: u64) -> String {
+        let mut buf = Vec::new();
+        write_timestamp(
+            &mut buf,
+            UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis),
+        );
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn timestamps_have_three_fraction_digits_and_z() {
+        assert_eq!(ts(0, 0), "1970-01-01T00:00:00.000Z");
+        // 2025-11-29T10:30:45.123Z
+        assert_eq!(ts(1_764_412_245, 123), "2025-11-29T10:30:45.123Z");
+        assert_eq!(ts(1_764_412_245, 7), "2025-11-29T10:30:45.007Z");
+        assert_eq!(ts(1_764_412_245, 999), "2025-11-29T10:30:45.999Z");
+    }
+
+    #[test]
+    fn a_lifecycle_line_is_one_json_object_in_table_order() {
+        let mut buf = Vec::new();
+        let metadata = [("fit_score", FieldValue::I64(85))];
+        lifecycle_json(
+            &mut buf,
+            UNIX_EPOCH,
+            &Lifecycle {
+                kind: EventKind::LayerComplete,
+                layer: Some(LayerNumber::Float(2.5)),
+                layer_name: Some("star\"selector"),
+                job_id: Some("j"),
+                status: Some(Status::Success),
+                duration_ms: Some(12),
+                error: None,
+                metadata: &metadata,
+                counts: None,
+            },
+        );
+        assert_eq!(
+            std::str::from_utf8(&buf).unwrap(),
+            "{\"timestamp\":\"1970-01-01T00:00:00.000Z\",\"event\":\"layer_complete\",\"layer\":2.5,\"layer_name\":\"star\\\"selector\",\"job_id\":\"j\",\"status\":\"success\",\"duration_ms\":12,\"metadata\":{\"fit_score\":85}}\n"
+        );
+    }
+}
