@@ -72,6 +72,8 @@ impl fmt::Display for ConfigWarning {
     }
 }
 
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
 const BOOL_EXPECTED: &str = "true/false, 1/0, yes/no or on/off";
 
 fn parse_bool(s: &str) -> Option<bool> {
@@ -107,6 +109,14 @@ fn parse_log_level(s: &str) -> Option<String> {
         .collect();
     if directives.is_empty() {
         return None;
+    }
+    // `EnvFilter` reads a bare word as a target name ("verbose" would
+    // enable every level of a target called verbose): a lone word must be
+    // a level.
+    if let [only] = directives.as_slice() {
+        if !only.contains(['=', '[']) && !LEVELS.contains(&only.as_str()) {
+            return None;
+        }
     }
     let joined = directives.join(",");
     EnvFilter::builder()
@@ -277,6 +287,7 @@ mod tests {
             ("loud", None),
             ("info,=", None),
             ("my_crate=verbose", None),
+            ("verbose", None),
         ];
         for (value, want) in table {
             let (c, w) = read(&[("LOG_LEVEL", value)]);

@@ -1,5 +1,103 @@
 //! Watch a multi-stage pipeline run, live, from plain `tracing` spans.
-//! (Crate guide: being written.)
+//!
+//! Stage code uses ordinary spans, one per stage, with a `layer` field;
+//! the whole run sits in a span with a `job_id` field. [`PipelineLayer`], a
+//! [`tracing_subscriber::Layer`], turns their lifecycle into one JSON object
+//! per line, with measured durations, errors and metadata. [`init`] installs
+//! it from the environment in one call.
+//!
+//! ```no_run
+//! use tracing::{info, info_span, instrument, Instrument};
+//!
+//! #[instrument(name = "opportunity_mapper", skip_all,
+//!              fields(layer = 4, fit_score = tracing::field::Empty), err)]
+//! async fn map_opportunity() -> Result<(), std::io::Error> {
+//!     info!("mapping");
+//!     tracing::Span::current().record("fit_score", 85);
+//!     Ok(())
+//! }
+//!
+//! # async fn run() {
+//! tracing_pipeline::init();
+//! async {
+//!     let _ = map_opportunity().await;
+//! }
+//! .instrument(info_span!("pipeline", job_id = "6929c97b"))
+//! .await;
+//! # }
+//! ```
+//!
+//! prints (one object per line; shown wrapped here):
+//!
+//! ```text
+//! {"timestamp":"2025-11-29T10:30:45.123Z","event":"pipeline_start","job_id":"6929c97b"}
+//! {"timestamp":"…","event":"layer_start","layer":4,"layer_name":"opportunity_mapper","job_id":"6929c97b"}
+//! {"timestamp":"…","event":"log","level":"info","target":"my_app","message":"mapping","job_id":"6929c97b","layer":4,"layer_name":"opportunity_mapper"}
+//! {"timestamp":"…","event":"layer_complete","layer":4,"layer_name":"opportunity_mapper","job_id":"6929c97b","status":"success","duration_ms":4500,"metadata":{"fit_score":85}}
+//! {"timestamp":"…","event":"pipeline_complete","job_id":"6929c97b","status":"success","duration_ms":4501,"metadata":{"layers_completed":1,"layers_failed":0,"layers_skipped":0}}
+//! ```
+//!
+//! # Span conventions
+//!
+//! | span | recognised by | |
+//! |---|---|---|
+//! | stage ("layer") | has a `layer` field (a number: `4`, `2.5`) | `layer_name` is the span's name unless it has a `layer_name` field |
+//! | pipeline | has a `job_id` field and no `layer` field | its `job_id` is inherited by everything inside |
+//!
+//! Spans of any level are recognised (`debug_span!` too). Reserved field
+//! names: `layer`, `layer_name`, `job_id`, `skipped`, `error`. Every other
+//! field, including those recorded later with `Span::record`, goes into the
+//! span's `metadata` with its JSON type.
+//!
+//! # Events
+//!
+//! | event | when | status |
+//! |---|---|---|
+//! | `pipeline_start` | a pipeline span is first entered | |
+//! | `layer_start` | a stage span is first entered | |
+//! | `layer_complete` | a stage closes, no error, not skipped | `success` |
+//! | `layer_error` | a stage closes after an ERROR event inside it (or in a nested non-stage span; this covers `#[instrument(err)]`), an `error` field, or a panic | `error` |
+//! | `layer_skip` | a stage closes with `skipped = true` | `skipped` |
+//! | `pipeline_complete` | a pipeline span closes | `success`, `partial` (a stage failed), `error` (the pipeline span itself failed) |
+//! | `log` | an ordinary event passes `LOG_LEVEL` | |
+//!
+//! `duration_ms` is wall-clock time from first enter to close, `.await`s
+//! included. The full schema, field by field, is in `docs/schema.md`, and
+//! as a JSON Schema in `docs/event.schema.json`; [`PipelineEvent`] reads and
+//! writes the lines.
+//!
+//! # Environment
+//!
+//! | variable | values | default | meaning |
+//! |---|---|---|---|
+//! | `STRUCTURED_LOGGING` | true/false, 1/0, yes/no, on/off (any case) | true | false: the same events as one readable line each (coloured on a terminal) |
+//! | `LOG_LEVEL` | trace, debug, info, warn (warning), error, off, or `EnvFilter` directives (`info,my_crate::layer4=debug`) | info | which `log` lines appear; lifecycle events always do |
+//! | `LANGSMITH_LOGGING` | true/false | false | reserved: `true` prints a notice that forwarding is not in this build |
+//!
+//! An invalid value never aborts: one stderr line names the variable, the
+//! value and the default used instead. [`Config::from_lookup`] is the pure
+//! parser, for tests and for configuring the layer yourself.
+//!
+//! # Guarantees
+//!
+//! Each line is written with a single `write_all` (lines never interleave)
+//! to stdout by default, or to any [`MakeWriter`](tracing_subscriber::fmt::MakeWriter).
+//! The layer never panics, never fails the instrumented code, and reports
+//! its own problems (such as a closed stdout) on stderr once each. Start and
+//! terminal events come exactly once per stage, also with async stages
+//! moving between threads and with span ids reused after close.
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | (none) | yes | the layer, the schema types, `init`: depends on `tracing`, `tracing-subscriber`, `serde`, `serde_json`, `time`, `thiserror` |
+//! | `reference` | no | [`reference`]: the reference job-application pipeline (tokio, clap), run by `examples/job_pipeline.rs` |
+//! | `runner` | no | [`runner`] and the `pipeline-runner` binary: runs pipelines as child processes and streams their lines over SSE to a live page (tokio, axum) |
+//!
+//! # Minimum supported Rust version
+//!
+//! 1.80.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

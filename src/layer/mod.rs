@@ -231,11 +231,16 @@ where
     fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
         // Spans of every level are needed for their lifecycle, ERROR events
         // for error attribution; the filter decides about the rest.
-        match &self.log_filter {
-            Some(f) if meta.is_event() && *meta.level() != tracing::Level::ERROR => {
-                Filter::<S>::callsite_enabled(f, meta)
-            }
-            _ => Interest::always(),
+        let Some(f) = &self.log_filter else {
+            return Interest::always();
+        };
+        // Asked for spans too: that is how `EnvFilter` learns the span
+        // callsites its span-based directives (`[stage]=debug`) match.
+        let interest = Filter::<S>::callsite_enabled(f, meta);
+        if meta.is_span() || *meta.level() == tracing::Level::ERROR {
+            Interest::always()
+        } else {
+            interest
         }
     }
 

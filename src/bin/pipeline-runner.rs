@@ -1,0 +1,2 @@
+//! Placeholder: the runner binary is being written.
+fn main() {}
