@@ -1,2 +1,122 @@
-//! Placeholder: the runner binary is being written.
-fn main() {}
+//! `pipeline-runner`: serves the live pipeline page and runs a pipeline
+//! command per job. Argument parsing and serving, nothing else; the service
+//! is `tracing_pipeline::runner`.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_pipeline::runner::{serve, shutdown_signal, Runner};
+
+/// Serves a web page that runs a pipeline and shows each stage's status live.
+#[derive(Debug, Parser)]
+#[command(
+    name = "pipeline-runner",
+    version,
+    after_help = "\
+Each job runs COMMAND (by default the built-in reference pipeline, i.e.
+`pipeline-runner reference`) as a child process with the job id in the
+environment variable JOB_ID. Nothing in a request reaches the command line.
+
+Examples:
+  pipeline-runner                              # http://127.0.0.1:8000, reference pipeline
+  pipeline-runner -- pipeline-runner reference --speed 0.2 --fail people_mapper
+  pipeline-runner --bind 127.0.0.1:0 --data-dir /tmp/runs -- ./my-pipeline --verbose
+
+The HTTP API and the data directory are described in docs/runner.md.
+Stop with Ctrl-C or SIGTERM: running jobs are stopped and their end recorded."
+)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
+    bind: SocketAddr,
+    /// Where job logs and metadata are kept.
+    #[arg(long, value_name = "DIR", default_value = "pipeline-runner-data")]
+    data_dir: PathBuf,
+    /// Allow a non-loopback --bind. The API has no authentication: anyone who
+    /// can reach the address can start and cancel jobs and read their output.
+    #[arg(long)]
+    allow_remote: bool,
+    /// The pipeline command and its arguments, after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+}
+
+fn main() -> ExitCode {
+    let mut argv = std::env::args_os();
+    let program = argv.next();
+    let mut rest = argv.peekable();
+    // Hidden: `pipeline-runner reference [ARGS...]` runs the reference
+    // pipeline, so that the default command needs no second binary.
+    if rest.peek().is_some_and(|a| a == "reference") {
+        rest.next();
+        return tracing_pipeline::reference::main(
+            std::iter::once(OsString::from("job_pipeline")).chain(rest),
+        );
+    }
+    let args = Args::parse_from(program.into_iter().chain(rest));
+    if !args.bind.ip().is_loopback() {
+        if !args.allow_remote {
+            eprintln!(
+                "pipeline-runner: refusing to listen on {} without --allow-remote: \
+                 the API has no authentication",
+                args.bind
+            );
+            return ExitCode::from(2);
+        }
+        eprintln!(
+            "pipeline-runner: WARNING: listening on {}; the API has no authentication, \
+             anyone who can reach it can run and cancel jobs and read their output",
+            args.bind
+        );
+    }
+    let command = if args.command.is_empty() {
+        match std::env::current_exe() {
+            Ok(exe) => vec![exe.into_os_string(), "reference".into()],
+            Err(e) => {
+                eprintln!("pipeline-runner: cannot find my own executable: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        args.command
+    };
+    let runner = match Runner::open(command, &args.data_dir) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pipeline-runner: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pipeline-runner: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(args.bind).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("pipeline-runner: cannot listen on {}: {e}", args.bind);
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = listener.local_addr().unwrap_or(args.bind);
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "listening on http://{addr}");
+        let _ = stdout.flush();
+        drop(stdout);
+        match serve(listener, runner, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pipeline-runner: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,218 @@
+//! The HTTP surface: [`app`] builds the axum router; `super::serve` runs it.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /`, `/app.js`, `/style.css` | the page, embedded in the binary |
+//! | `POST /api/jobs` | starts a job: optional body `{"job_id":"..."}` → 201 `{"job_id":"..."}` |
+//! | `GET /api/jobs` | job summaries, newest first |
+//! | `GET /api/jobs/{id}` | a summary plus its `stages` |
+//! | `POST /api/jobs/{id}/cancel` | 202, or 409 when it has ended |
+//! | `GET /api/jobs/{id}/events` | Server-Sent Events, resumable with `Last-Event-ID` |
+//! | `GET /api/stages` | every stage seen so far, ordered by layer |
+//!
+//! Errors are JSON `{"error":"..."}` with 400 (bad id or body), 403
+//! (cross-origin write), 404, 405, 409, 413 (body over 16 KiB) or 503
+//! (shutting down). Every response carries `X-Content-Type-Options: nosniff`
+//! and `Content-Security-Policy: default-src 'self'`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tokio_stream::wrappers::ReceiverStream;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use super::{sse, Runner, RunnerError};
+
+/// The largest request body accepted, in bytes.
+const MAX_BODY: usize = 16 * 1024;
+/// How often an idle event stream gets a comment, so proxies keep it open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+const INDEX_HTML: &str = include_str!("page/index.html");
+const APP_JS: &str = include_str!("page/app.js");
+const STYLE_CSS: &str = include_str!("page/style.css");
+
+/// The runner's HTTP routes over `runner`, with their headers and limits.
+/// Serve it with [`serve`](super::serve), or call it with
+/// `tower::ServiceExt::oneshot` in tests.
+pub fn app(runner: Arc<Runner>) -> Router {
+    Router::new()
+        .route("/", get(|| page("text/html; charset=utf-8", INDEX_HTML)))
+        .route(
+            "/app.js",
+            get(|| page("text/javascript; charset=utf-8", APP_JS)),
+        )
+        .route(
+            "/style.css",
+            get(|| page("text/css; charset=utf-8", STYLE_CSS)),
+        )
+        .route("/api/jobs", get(list_jobs).post(create_job))
+        .route("/api/jobs/{id}", get(get_job))
+        .route("/api/jobs/{id}/cancel", post(cancel_job))
+        .route("/api/jobs/{id}/events", get(job_events))
+        .route("/api/stages", get(list_stages))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
+        .layer(middleware::from_fn(same_origin_writes))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'self'"),
+        ))
+        .with_state(runner)
+}
+
+async fn page(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+impl IntoResponse for RunnerError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            RunnerError::InvalidJobId => StatusCode::BAD_REQUEST,
+            RunnerError::UnknownJob(_) => StatusCode::NOT_FOUND,
+            RunnerError::DuplicateJob(_) | RunnerError::AlreadyFinished(_) => StatusCode::CONFLICT,
+            RunnerError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            RunnerError::EmptyCommand | RunnerError::DataDir { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        error(status, &self.to_string())
+    }
+}
+
+/// A browser sends `Origin` with every cross-site POST, and a form or a
+/// `fetch` with a plain-text body needs no preflight; refusing writes from
+/// other origins keeps other web pages from starting or cancelling jobs.
+async fn same_origin_writes(request: Request, next: Next) -> Response {
+    let safe = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if !safe {
+        let headers = request.headers();
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            let same = origin.to_str().ok().is_some_and(|o| {
+                !host.is_empty()
+                    && (o.strip_prefix("http://") == Some(host)
+                        || o.strip_prefix("https://") == Some(host))
+            });
+            if !same {
+                return error(StatusCode::FORBIDDEN, "cross-origin request refused");
+            }
+        }
+    }
+    next.run(request).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateJob {
+    #[serde(default)]
+    job_id: Option<String>,
+}
+
+async fn create_job(State(runner): State<Arc<Runner>>, body: Bytes) -> Response {
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateJob { job_id: None }
+    } else {
+        match serde_json::from_slice::<CreateJob>(&body) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("bad request body: {e}")),
+        }
+    };
+    match runner.start_job(request.job_id) {
+        Ok(id) => (StatusCode::CREATED, Json(json!({ "job_id": id }))).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn list_jobs(State(runner): State<Arc<Runner>>) -> Response {
+    let list: Vec<_> = runner
+        .jobs_newest_first()
+        .iter()
+        .map(|j| j.summary())
+        .collect();
+    Json(list).into_response()
+}
+
+async fn get_job(State(runner): State<Arc<Runner>>, Path(id): Path<String>) -> Response {
+    match runner.job(&id) {
+        Ok(job) => Json(job.detail(runner.catalog())).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn cancel_job(State(runner): State<Arc<Runner>>, Path(id): Path<String>) -> Response {
+    match runner.cancel_job(&id) {
+        Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "job_id": id }))).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn list_stages(State(runner): State<Arc<Runner>>) -> Response {
+    let list: Vec<_> = runner
+        .catalog()
+        .list()
+        .into_iter()
+        .map(|(layer, layer_name)| json!({ "layer": layer, "layer_name": layer_name }))
+        .collect();
+    Json(list).into_response()
+}
+
+async fn job_events(
+    State(runner): State<Arc<Runner>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let job = match runner.job(&id) {
+        Ok(job) => job,
+        Err(e) => return e.into_response(),
+    };
+    let after = match headers.get("last-event-id").map(|v| v.to_str()) {
+        None => 0,
+        Some(Ok(v)) if v.trim().is_empty() => 0,
+        Some(Ok(v)) => match v.trim().parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => return error(StatusCode::BAD_REQUEST, "bad Last-Event-ID"),
+        },
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "bad Last-Event-ID"),
+    };
+    let stream = ReceiverStream::new(sse::events(job, after));
+    (
+        [
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)),
+    )
+        .into_response()
+}

@@ -1,0 +1,312 @@
+//! The runner service (feature `runner`): runs a pipeline command as a child
+//! process per job and streams its lines to a web page over Server-Sent Events.
+//!
+//! The data flows top to bottom through these modules:
+//!
+//! * [`classify`]: one line of child output → a structured event or `output`
+//!   (pure functions, table-tested);
+//! * `job`: one child process: reads its pipes, numbers its lines, appends
+//!   them to the job's log file, tracks stage states, records its end;
+//! * `store`: the data directory: log files, job metadata, the stage
+//!   catalogue, and loading it all back after a restart;
+//! * `sse`: replay-then-follow streams with `Last-Event-ID`;
+//! * [`app`]: the HTTP surface as an axum [`Router`](axum::Router);
+//!   [`serve`] runs it on a listener with graceful shutdown.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use tracing_pipeline::runner::{serve, shutdown_signal, Runner};
+//!
+//! let runner = Runner::open(vec!["./my-pipeline".into()], "./pipeline-runner-data")?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! serve(listener, runner, shutdown_signal()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! `docs/runner.md` describes the HTTP API, the data directory and how to put
+//! the runner behind a reverse proxy.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+mod api;
+pub mod classify;
+mod job;
+mod sse;
+mod store;
+
+pub use api::app;
+
+use job::Job;
+use store::{DataDir, StageCatalog};
+
+/// What can go wrong in the runner.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunnerError {
+    /// A job id that is empty, longer than 64 bytes, or has a character
+    /// outside `[A-Za-z0-9_-]`.
+    #[error("invalid job id: use 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'")]
+    InvalidJobId,
+    /// A job with this id exists already (running or in the data directory).
+    #[error("job {0} already exists")]
+    DuplicateJob(String),
+    /// No job has this id.
+    #[error("no job {0}")]
+    UnknownJob(String),
+    /// Cancelling a job that has already ended.
+    #[error("job {0} has already finished")]
+    AlreadyFinished(String),
+    /// A new job was requested while the runner is shutting down.
+    #[error("the runner is shutting down")]
+    ShuttingDown,
+    /// The runner was given an empty command.
+    #[error("the pipeline command is empty")]
+    EmptyCommand,
+    /// The data directory cannot be created, read or written.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+}
+
+/// Checks a job id: 1 to 64 characters of `[A-Za-z0-9_-]`. Such an id is safe
+/// as a file name, in a URL and in an environment variable.
+pub fn validate_job_id(id: &str) -> Result<(), RunnerError> {
+    let ok = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(RunnerError::InvalidJobId)
+    }
+}
+
+/// The service's state: the fixed pipeline command, the data directory and
+/// every job, running or past. Shared by all requests as `Arc<Runner>`.
+#[derive(Debug)]
+pub struct Runner {
+    command: Vec<OsString>,
+    data: DataDir,
+    catalog: Arc<StageCatalog>,
+    jobs: Mutex<Jobs>,
+    shutdown: watch::Sender<bool>,
+}
+
+#[derive(Debug, Default)]
+struct Jobs {
+    by_id: HashMap<String, Arc<Job>>,
+    /// Oldest first.
+    order: Vec<Arc<Job>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Runner {
+    /// Opens (or creates) the data directory, loads the jobs recorded there
+    /// (a job that was running when the last runner stopped is marked
+    /// `interrupted`), and returns a runner that runs `command` for each job.
+    /// Fails early when the directory cannot be written.
+    pub fn open(
+        command: Vec<OsString>,
+        data_dir: impl Into<PathBuf>,
+    ) -> Result<Arc<Runner>, RunnerError> {
+        if command.is_empty() {
+            return Err(RunnerError::EmptyCommand);
+        }
+        let data = DataDir::open(data_dir.into())?;
+        let catalog = Arc::new(StageCatalog::load(&data)?);
+        let mut jobs = Jobs::default();
+        for job in store::load_jobs(&data, &catalog)? {
+            let job = Arc::new(job);
+            jobs.by_id.insert(job.id().to_owned(), Arc::clone(&job));
+            jobs.order.push(job);
+        }
+        Ok(Arc::new(Runner {
+            command,
+            data,
+            catalog,
+            jobs: Mutex::new(jobs),
+            shutdown: watch::Sender::new(false),
+        }))
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    /// Starts a job with `id` (a generated one when `None`) and returns its id.
+    pub fn start_job(&self, id: Option<String>) -> Result<String, RunnerError> {
+        let id = match id {
+            Some(id) => {
+                validate_job_id(&id)?;
+                id
+            }
+            None => crate::reference::generate_job_id(),
+        };
+        let mut jobs = self.lock_jobs();
+        if *self.shutdown.borrow() {
+            return Err(RunnerError::ShuttingDown);
+        }
+        if jobs.by_id.contains_key(&id) {
+            return Err(RunnerError::DuplicateJob(id));
+        }
+        let (job, task) = job::start(
+            &id,
+            &self.command,
+            &self.data,
+            Arc::clone(&self.catalog),
+            self.shutdown.subscribe(),
+        )?;
+        jobs.by_id.insert(id.clone(), Arc::clone(&job));
+        jobs.order.push(job);
+        jobs.tasks.retain(|t| !t.is_finished());
+        jobs.tasks.push(task);
+        Ok(id)
+    }
+
+    /// Asks a running job to stop; it is recorded as ended with error `cancelled`.
+    pub fn cancel_job(&self, id: &str) -> Result<(), RunnerError> {
+        let job = self.job(id)?;
+        if job.cancel() {
+            Ok(())
+        } else {
+            Err(RunnerError::AlreadyFinished(id.to_owned()))
+        }
+    }
+
+    /// Stops every running job (each is recorded as ended with error
+    /// `runner shut down`), waits until their ends are written, and refuses
+    /// new jobs from then on.
+    pub async fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+        let tasks = std::mem::take(&mut self.lock_jobs().tasks);
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    pub(crate) fn job(&self, id: &str) -> Result<Arc<Job>, RunnerError> {
+        validate_job_id(id)?;
+        self.lock_jobs()
+            .by_id
+            .get(id)
+            .cloned()
+            .ok_or_else(|| RunnerError::UnknownJob(id.to_owned()))
+    }
+
+    /// Every job, newest first.
+    pub(crate) fn jobs_newest_first(&self) -> Vec<Arc<Job>> {
+        let mut list = self.lock_jobs().order.clone();
+        list.reverse();
+        list
+    }
+
+    pub(crate) fn catalog(&self) -> &StageCatalog {
+        &self.catalog
+    }
+
+    fn lock_jobs(&self) -> MutexGuard<'_, Jobs> {
+        // A panic while holding the lock leaves the map consistent enough.
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Serves [`app`] on `listener` until `shutdown` completes; then stops every
+/// running job (see [`Runner::shutdown`]) and waits for open connections to
+/// finish (each event stream ends once its job has ended).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    runner: Arc<Runner>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = app(Arc::clone(&runner));
+    let stop = async move {
+        shutdown.await;
+        runner.shutdown().await;
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+}
+
+/// Completes on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// Now as RFC 3339 in UTC with milliseconds: `2025-11-29T10:30:45.123Z`.
+pub(crate) fn now_timestamp() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids() {
+        for ok in ["a", "A-z_09", &"x".repeat(64), "6929c97b"] {
+            assert!(validate_job_id(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "../x",
+            "..",
+            "%2e%2e",
+            "a b",
+            "a/b",
+            "é",
+            "a\0",
+            &"x".repeat(65),
+            &"x".repeat(10_000),
+        ] {
+            assert!(validate_job_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn timestamp_shape() {
+        let t = now_timestamp();
+        assert_eq!(t.len(), 24, "{t}");
+        assert!(t.ends_with('Z') && t.as_bytes()[19] == b'.');
+    }
+}
