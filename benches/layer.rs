@@ -231,7 +231,8 @@ impl HandWritten {
             self.end(sink);
 
             self.head("log");
-            self.buf.extend_from_slice(b",\"level\":\"info\",\"target\":");
+            self.buf
+                .extend_from_slice(b",\"level\":\"info\",\"target\":");
             json_str(&mut self.buf, module_path!());
             self.buf.extend_from_slice(b",\"message\":");
             json_str(&mut self.buf, "processing item");
@@ -241,7 +242,8 @@ impl HandWritten {
             json_num(&mut self.buf, layer);
             self.buf.extend_from_slice(b",\"layer_name\":");
             json_str(&mut self.buf, name);
-            self.buf.extend_from_slice(b",\"metadata\":{\"stage_detail\":");
+            self.buf
+                .extend_from_slice(b",\"metadata\":{\"stage_detail\":");
             json_u64(&mut self.buf, 42);
             self.buf.push(b'}');
             self.end(sink);
@@ -388,6 +390,9 @@ fn measured(group: &'static str, name: &'static str) {
     }
 }
 
+/// A variant's dispatcher around the sink; `None`: no subscriber.
+type MakeDispatch = fn(CountingSink) -> Option<Dispatch>;
+
 const RUN: &str = "pipeline_run";
 const FILTERED: &str = "filtered_info";
 
@@ -405,7 +410,7 @@ fn bench_pipeline_run(c: &mut Criterion) {
         black_box(sink.0.load(Ordering::Relaxed));
     });
 
-    let traced: [(&'static str, fn(CountingSink) -> Option<Dispatch>); 5] = [
+    let traced: [(&'static str, MakeDispatch); 5] = [
         ("pipeline_layer", |s| Some(pipeline_layer("info", s))),
         ("bunyan", |s| Some(bunyan(s))),
         ("fmt_json", |s| Some(fmt_json(s))),
@@ -475,7 +480,9 @@ fn print_ratios() {
                     println!("    {n:<16} {ns:>10.0} ns/run  {:>6.2}x", ns / base);
                 }
             }
-            if let Some(layer) = mean_ns(RUN, "pipeline_layer").filter(|_| has(RUN, "pipeline_layer")) {
+            if let Some(layer) =
+                mean_ns(RUN, "pipeline_layer").filter(|_| has(RUN, "pipeline_layer"))
+            {
                 let r = layer / base;
                 let verdict = if r <= 1.2 { "met" } else { "MISSED" };
                 println!("    target PipelineLayer <= 1.20x baseline: {r:.2}x, {verdict}");

@@ -4,8 +4,9 @@
 //! Both renderings take the same borrowed description of the line
 //! ([`Lifecycle`] or [`LogLine`]), so the two formats always say the same.
 
+use std::cell::Cell;
 use std::fmt::Write as _;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use time::OffsetDateTime;
 
@@ -47,9 +48,47 @@ fn two(buf: &mut Vec<u8>, v: u8) {
     buf.push(b'0' + v % 10);
 }
 
+thread_local! {
+    /// The last second rendered on this thread, as `2025-11-29T10:30:45.`:
+    /// the calendar arithmetic then runs once a second instead of per line.
+    static LAST_SECOND: Cell<Option<(u64, [u8; 20])>> = const { Cell::new(None) };
+}
+
 /// `2025-11-29T10:30:45.123Z`: RFC 3339, UTC, exactly three fraction digits.
 pub(crate) fn write_timestamp(buf: &mut Vec<u8>, now: SystemTime) {
-    let t = OffsetDateTime::from(now);
+    let Ok(since_epoch) = now.duration_since(UNIX_EPOCH) else {
+        return write_timestamp_uncached(buf, now);
+    };
+    let second = since_epoch.as_secs();
+    match LAST_SECOND.try_with(Cell::get) {
+        Ok(Some((last, prefix))) if last == second => {
+            buf.extend_from_slice(&prefix);
+            write_millis(buf, since_epoch.subsec_millis() as u16);
+            buf.push(b'Z');
+        }
+        _ => {
+            let start = buf.len();
+            write_timestamp_uncached(buf, now);
+            // Four-digit years only: their prefix is always 20 bytes.
+            if let Ok(prefix) = <[u8; 20]>::try_from(&buf[start..buf.len() - 4]) {
+                let _ = LAST_SECOND.try_with(|c| c.set(Some((second, prefix))));
+            }
+        }
+    }
+}
+
+/// The calendar time of `now`; a clock outside what `time` can represent
+/// (years beyond ±9999) is clamped to the Unix epoch rather than panicking.
+fn calendar(now: SystemTime) -> OffsetDateTime {
+    let nanos = match now.duration_since(UNIX_EPOCH) {
+        Ok(d) => i128::try_from(d.as_nanos()).unwrap_or(i128::MAX),
+        Err(e) => i128::try_from(e.duration().as_nanos()).map_or(i128::MIN, |n| -n),
+    };
+    OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn write_timestamp_uncached(buf: &mut Vec<u8>, now: SystemTime) {
+    let t = calendar(now);
     let year = t.year();
     if (0..=9999).contains(&year) {
         let y = year as u32;
@@ -75,7 +114,10 @@ fn write_time_of_day(buf: &mut Vec<u8>, t: OffsetDateTime) {
     buf.push(b':');
     two(buf, t.second());
     buf.push(b'.');
-    let ms = t.millisecond();
+    write_millis(buf, t.millisecond());
+}
+
+fn write_millis(buf: &mut Vec<u8>, ms: u16) {
     buf.push(b'0' + (ms / 100) as u8);
     two(buf, (ms % 100) as u8);
 }
@@ -235,7 +277,7 @@ const PLAIN: Style = Style {
 
 fn human_prefix(buf: &mut Vec<u8>, now: SystemTime, style: &Style, job_id: Option<&str>) {
     buf.extend_from_slice(style.dim.as_bytes());
-    write_time_of_day(buf, OffsetDateTime::from(now));
+    write_time_of_day(buf, calendar(now));
     buf.extend_from_slice(style.reset.as_bytes());
     if let Some(job) = job_id {
         let _ = write!(Adapter(buf), " {}{job}{}", style.dim, style.reset);
@@ -348,6 +390,27 @@ mod tests {
         assert_eq!(ts(1_764_412_245, 123), "2025-11-29T10:30:45.123Z");
         assert_eq!(ts(1_764_412_245, 7), "2025-11-29T10:30:45.007Z");
         assert_eq!(ts(1_764_412_245, 999), "2025-11-29T10:30:45.999Z");
+    }
+
+    #[test]
+    fn the_per_second_cache_writes_what_the_calendar_says() {
+        // Same second (cache hits), next second, back in time, the last
+        // millisecond of year 9999.
+        for (secs, millis) in [
+            (1_764_412_245, 1),
+            (1_764_412_245, 998),
+            (1_764_412_246, 0),
+            (86_399, 999),
+            (253_402_300_799, 999),
+            (253_402_300_799, 0),
+        ] {
+            let now = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis);
+            let mut cached = b"{".to_vec();
+            write_timestamp(&mut cached, now);
+            let mut fresh = b"{".to_vec();
+            write_timestamp_uncached(&mut fresh, now);
+            assert_eq!(cached, fresh, "{secs}.{millis}");
+        }
     }
 
     #[test]

@@ -25,7 +25,6 @@ mod state;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io::{self, Write as _};
-use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use tracing::span::{Attributes, Id, Record};
@@ -40,7 +39,7 @@ use crate::config::Format;
 use crate::event::{EventKind, Status};
 use fields::{EventFields, SpanFields};
 use line::{Lifecycle, LogLine};
-use state::{SpanKind, SpanState, Tracked};
+use state::{SpanKind, SpanState};
 
 /// A [`tracing_subscriber::Layer`] that turns pipeline and stage spans into
 /// JSON lines (SPEC section 3): `pipeline_start`, `layer_start`,
@@ -71,6 +70,9 @@ pub struct PipelineLayer<W = fn() -> io::Stdout> {
     format: Format,
     ansi: bool,
     log_filter: Option<EnvFilter>,
+    /// Whether the filter has span-based directives (`target[span]=level`),
+    /// the only ones that need to follow spans as they open and close.
+    filter_follows_spans: bool,
 }
 
 impl PipelineLayer {
@@ -83,6 +85,7 @@ impl PipelineLayer {
             format: Format::Json,
             ansi: false,
             log_filter: None,
+            filter_follows_spans: false,
         }
     }
 }
@@ -117,6 +120,7 @@ impl<W> PipelineLayer<W> {
             format: self.format,
             ansi: self.ansi,
             log_filter: self.log_filter,
+            filter_follows_spans: self.filter_follows_spans,
         }
     }
 
@@ -139,8 +143,18 @@ impl<W> PipelineLayer<W> {
     /// still mark their stage as failed when the filter hides their line.
     #[must_use]
     pub fn with_log_filter(mut self, filter: EnvFilter) -> Self {
+        // `EnvFilter` shows its directives as they were parsed; span-based
+        // ones, and only those, carry a `[...]` part.
+        self.filter_follows_spans = filter.to_string().contains('[');
         self.log_filter = Some(filter);
         self
+    }
+
+    /// The log filter, when it needs to see span lifecycles.
+    fn span_filter(&self) -> Option<&EnvFilter> {
+        self.log_filter
+            .as_ref()
+            .filter(|_| self.filter_follows_spans)
     }
 }
 
@@ -159,23 +173,36 @@ struct Scratch {
     metadata: Vec<u8>,
 }
 
+/// Whether the layer is already at work on this thread: whatever the writer
+/// does with `tracing` (create, enter or close spans, fire events) is then
+/// ignored, so it can neither recurse nor wait on a lock the layer holds.
+fn busy() -> bool {
+    BUSY.try_with(Cell::get).unwrap_or(false)
+}
+
 /// Runs `f` unless the layer is already running on this thread.
 fn guarded(f: impl FnOnce(&mut Scratch)) {
-    let entered = BUSY.with(|b| !b.replace(true));
+    // During thread teardown the thread-locals may be gone: work unguarded.
+    let entered = BUSY.try_with(|b| !b.replace(true)).unwrap_or(true);
     if !entered {
         return;
     }
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
-            BUSY.with(|b| b.set(false));
+            let _ = BUSY.try_with(|b| b.set(false));
         }
     }
     let _reset = Reset;
-    SCRATCH.with(|s| match s.try_borrow_mut() {
-        Ok(mut s) => f(&mut s),
-        Err(_) => f(&mut Scratch::default()),
+    let mut f = Some(f);
+    let _ = SCRATCH.try_with(|s| {
+        if let (Ok(mut s), Some(f)) = (s.try_borrow_mut(), f.take()) {
+            f(&mut s);
+        }
     });
+    if let Some(f) = f {
+        f(&mut Scratch::default());
+    }
 }
 
 fn millis(since: Instant) -> u64 {
@@ -252,8 +279,11 @@ where
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if let Some(f) = &self.log_filter {
+        if let Some(f) = self.span_filter() {
             Filter::<S>::on_new_span(f, attrs, id, ctx.clone());
+        }
+        if busy() {
+            return;
         }
         let Some(span) = ctx.span(id) else { return };
         let kind = SpanKind::of(attrs.metadata());
@@ -310,8 +340,11 @@ where
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        if let Some(f) = &self.log_filter {
+        if let Some(f) = self.span_filter() {
             Filter::<S>::on_record(f, id, values, ctx.clone());
+        }
+        if busy() {
+            return;
         }
         let Some(span) = ctx.span(id) else { return };
         if SpanKind::of(span.metadata()) == SpanKind::Plain {
@@ -326,8 +359,11 @@ where
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        if let Some(f) = &self.log_filter {
+        if let Some(f) = self.span_filter() {
             Filter::<S>::on_enter(f, id, ctx.clone());
+        }
+        if busy() {
+            return;
         }
         let Some(span) = ctx.span(id) else { return };
         {
@@ -348,7 +384,7 @@ where
             };
             let kind = state.kind;
             let job_id = state.job_id.clone();
-            let Some(t) = state.tracked.as_deref_mut() else {
+            let Some(t) = state.tracked.as_mut() else {
                 return;
             };
             if t.started.is_some() {
@@ -377,8 +413,11 @@ where
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        if let Some(f) = &self.log_filter {
+        if let Some(f) = self.span_filter() {
             Filter::<S>::on_exit(f, id, ctx.clone());
+        }
+        if busy() {
+            return;
         }
         if !std::thread::panicking() {
             return;
@@ -434,22 +473,27 @@ where
                     }
                 }
             }
-            let current = ctx.event_span(event);
-            // The span that owns this event: the innermost stage or pipeline.
-            let mut job_id: Option<Arc<str>> = None;
-            let mut owner: Option<Id> = None;
-            if let Some(span) = &current {
-                if let Some(st) = span.extensions().get::<SpanState>() {
-                    job_id = st.job_id.clone();
-                    owner = match st.kind {
-                        SpanKind::Plain => st.owner.clone(),
-                        _ => Some(span.id()),
-                    };
+            // The span that owns this event: the innermost stage or
+            // pipeline around it. It carries the job id too.
+            let owner = ctx.event_span(event).and_then(|span| {
+                let plain_owner = {
+                    let ext = span.extensions();
+                    match ext.get::<SpanState>()? {
+                        SpanState {
+                            kind: SpanKind::Plain,
+                            owner,
+                            ..
+                        } => Some(owner.clone()?),
+                        _ => None,
+                    }
+                };
+                match plain_owner {
+                    Some(o) => ctx.span(&o),
+                    None => Some(span),
                 }
-            }
-            let owner_span = owner.as_ref().and_then(|o| ctx.span(o));
+            });
             if is_error {
-                if let Some(span) = &owner_span {
+                if let Some(span) = &owner {
                     if let Some(SpanState {
                         tracked: Some(t), ..
                     }) = span.extensions_mut().get_mut::<SpanState>()
@@ -465,20 +509,21 @@ where
             if !log {
                 return;
             }
-            let ext = owner_span.as_ref().map(|s| s.extensions());
-            let stage: Option<&Tracked> = ext.as_ref().and_then(|e| match e.get::<SpanState>() {
+            let ext = owner.as_ref().map(|s| s.extensions());
+            let state = ext.as_ref().and_then(|e| e.get::<SpanState>());
+            let stage = match state {
                 Some(SpanState {
                     kind: SpanKind::Stage,
                     tracked: Some(t),
                     ..
-                }) => Some(&**t),
+                }) => Some(t),
                 _ => None,
-            });
+            };
             let e = LogLine {
                 level: meta.level(),
                 target: meta.target(),
                 message,
-                job_id: job_id.as_deref(),
+                job_id: state.and_then(|s| s.job_id.as_deref()),
                 layer: stage.and_then(|t| t.layer),
                 layer_name: stage.map(|t| &*t.name),
                 metadata,
@@ -495,8 +540,11 @@ where
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        if let Some(f) = &self.log_filter {
+        if let Some(f) = self.span_filter() {
             Filter::<S>::on_close(f, id.clone(), ctx.clone());
+        }
+        if busy() {
+            return;
         }
         let Some(span) = ctx.span(&id) else { return };
         // Taking the state out frees it with the span's last line.
@@ -520,10 +568,13 @@ where
                 if t.started.is_none() && !t.skipped {
                     return; // never entered, never skipped: nothing happened
                 }
-                let (event, status) = if t.error.is_some() {
-                    (EventKind::LayerError, Status::Error)
-                } else if t.skipped {
+                // A skip is a decision, not a failure (SPEC 4.4): it wins
+                // over an error, and a skipped stage that never ran has no
+                // duration to report with an error.
+                let (event, status) = if t.skipped {
                     (EventKind::LayerSkip, Status::Skipped)
+                } else if t.error.is_some() {
+                    (EventKind::LayerError, Status::Error)
                 } else {
                     (EventKind::LayerComplete, Status::Success)
                 };
@@ -537,7 +588,7 @@ where
                         job_id: job_id.as_deref(),
                         status: Some(status),
                         duration_ms: t.started.map(millis),
-                        error: t.error.as_deref(),
+                        error: t.error.as_deref().filter(|_| status == Status::Error),
                         metadata: &t.metadata,
                         counts: None,
                     },

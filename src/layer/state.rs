@@ -1,6 +1,7 @@
 //! Per-span state, kept in the span's extensions (never in a side map keyed by
 //! span id: ids are reused after close, extensions are cleared with the span).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -66,8 +67,9 @@ impl LayerNumber {
 pub(crate) struct Tracked {
     /// `layer` of a stage (`None` when absent or not a number).
     pub(crate) layer: Option<LayerNumber>,
-    /// `layer_name` of a stage; unused for pipelines.
-    pub(crate) name: Arc<str>,
+    /// `layer_name` of a stage (the span's static name unless a
+    /// `layer_name` field says otherwise); unused for pipelines.
+    pub(crate) name: Cow<'static, str>,
     /// First enter: `None` until the span is entered.
     pub(crate) started: Option<Instant>,
     /// Fields other than the reserved ones, in declaration order.
@@ -93,8 +95,9 @@ pub(crate) struct SpanState {
     /// pipeline span, whose counts they update. A child keeps its parents
     /// open, so these ids stay valid while this span lives.
     pub(crate) owner: Option<Id>,
-    /// `None` for plain spans, which keep nothing else.
-    pub(crate) tracked: Option<Box<Tracked>>,
+    /// `None` for plain spans, which keep nothing else. Inline rather than
+    /// boxed: the extensions box the whole state once already.
+    pub(crate) tracked: Option<Tracked>,
 }
 
 impl SpanState {
@@ -120,9 +123,12 @@ impl SpanState {
             kind,
             job_id,
             owner,
-            tracked: Some(Box::new(Tracked {
+            tracked: Some(Tracked {
                 layer,
-                name: Arc::from(fields.layer_name.as_deref().unwrap_or(span_name)),
+                name: match fields.layer_name {
+                    Some(name) => Cow::Owned(name),
+                    None => Cow::Borrowed(span_name),
+                },
                 started: None,
                 metadata: fields.metadata,
                 error: fields.error,
@@ -130,13 +136,13 @@ impl SpanState {
                 completed: 0,
                 failed: 0,
                 skipped_layers: 0,
-            })),
+            }),
         }
     }
 
     /// Applies fields recorded after creation (`Span::record`).
     pub(crate) fn record(&mut self, fields: SpanFields) {
-        let Some(t) = self.tracked.as_deref_mut() else {
+        let Some(t) = self.tracked.as_mut() else {
             return;
         };
         if let Some(value) = &fields.layer {
@@ -146,7 +152,7 @@ impl SpanState {
             }
         }
         if let Some(name) = fields.layer_name {
-            t.name = Arc::from(name);
+            t.name = Cow::Owned(name);
         }
         if let (SpanKind::Pipeline, Some(job)) = (self.kind, fields.job_id) {
             self.job_id = Some(Arc::from(job));

@@ -3,6 +3,8 @@
 //! only two things that vary between runs (timestamps and durations).
 #![allow(dead_code, unreachable_pub)]
 
+pub mod checker;
+
 use std::io;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -147,4 +149,72 @@ pub fn keys(line: &Value) -> Vec<&str> {
         .keys()
         .map(|k| k.as_str())
         .collect()
+}
+
+/// A [`tracing::Dispatch`] with a JSON layer writing into a fresh capture,
+/// for tests that need the same subscriber on several threads.
+pub fn dispatch() -> (tracing::Dispatch, Capture) {
+    let (layer, capture) = layer();
+    (
+        tracing::Dispatch::new(tracing_subscriber::registry().with(layer)),
+        capture,
+    )
+}
+
+thread_local! {
+    static WORKER_DEFAULT: std::cell::RefCell<Option<tracing::dispatcher::DefaultGuard>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A multi-thread tokio runtime whose worker threads all have `dispatch`
+/// as their default subscriber (the thread calling `block_on` needs its own
+/// scope: `tracing::dispatcher::with_default`).
+pub fn multi_thread_runtime(
+    dispatch: &tracing::Dispatch,
+    workers: usize,
+) -> tokio::runtime::Runtime {
+    let start = dispatch.clone();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .on_thread_start(move || {
+            let guard = tracing::dispatcher::set_default(&start);
+            WORKER_DEFAULT.with(|g| *g.borrow_mut() = Some(guard));
+        })
+        .on_thread_stop(|| {
+            WORKER_DEFAULT.with(|g| g.borrow_mut().take());
+        })
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Installs the crate's panic hook (panic messages in `layer_error`) over
+/// one that keeps quiet about panics whose message starts with `injected`,
+/// so that expected panics do not flood the output and assertion failures
+/// are still reported.
+pub fn quiet_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let text = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+            if !text.is_some_and(|t| t.starts_with("injected")) {
+                default(info);
+            }
+        }));
+        tracing_pipeline::install_panic_hook();
+    });
+}
+
+/// A waker that does nothing, for polling futures by hand.
+pub fn noop_waker() -> std::task::Waker {
+    struct Noop;
+    impl std::task::Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    std::task::Waker::from(Arc::new(Noop))
 }
