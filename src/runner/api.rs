@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -62,7 +63,11 @@ pub fn app(runner: Arc<Runner>) -> Router {
         .route("/api/jobs/{id}/events", get(job_events))
         .route("/api/stages", get(list_stages))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
+        .method_not_allowed_fallback(|| async {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        })
         .layer(middleware::from_fn(same_origin_writes))
+        .layer(middleware::from_fn(refuse_declared_large_bodies))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
@@ -133,6 +138,33 @@ async fn same_origin_writes(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
+fn body_too_large() -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("request body over {} KiB", MAX_BODY / 1024),
+    )
+}
+
+/// A body announced as too large is refused before it is read: the body
+/// limit alone would wait for (and count) the bytes, and a client that never
+/// sends them would hold the request open.
+async fn refuse_declared_large_bodies(request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return body_too_large();
+    }
+    next.run(request).await
+}
+
+/// A path that does not even decode (`%ff`) is a bad id like any other.
+fn job_id(path: Result<Path<String>, PathRejection>) -> Result<String, RunnerError> {
+    path.map(|Path(id)| id)
+        .map_err(|_| RunnerError::InvalidJobId)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateJob {
@@ -140,7 +172,17 @@ struct CreateJob {
     job_id: Option<String>,
 }
 
-async fn create_job(State(runner): State<Arc<Runner>>, body: Bytes) -> Response {
+async fn create_job(
+    State(runner): State<Arc<Runner>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_))) => {
+            return body_too_large()
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text()),
+    };
     let request = if body.iter().all(u8::is_ascii_whitespace) {
         CreateJob { job_id: None }
     } else {
@@ -164,14 +206,28 @@ async fn list_jobs(State(runner): State<Arc<Runner>>) -> Response {
     Json(list).into_response()
 }
 
-async fn get_job(State(runner): State<Arc<Runner>>, Path(id): Path<String>) -> Response {
+async fn get_job(
+    State(runner): State<Arc<Runner>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let id = match job_id(path) {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
     match runner.job(&id) {
         Ok(job) => Json(job.detail(runner.catalog())).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn cancel_job(State(runner): State<Arc<Runner>>, Path(id): Path<String>) -> Response {
+async fn cancel_job(
+    State(runner): State<Arc<Runner>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let id = match job_id(path) {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
     match runner.cancel_job(&id) {
         Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "job_id": id }))).into_response(),
         Err(e) => e.into_response(),
@@ -190,9 +246,13 @@ async fn list_stages(State(runner): State<Arc<Runner>>) -> Response {
 
 async fn job_events(
     State(runner): State<Arc<Runner>>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
+    let id = match job_id(path) {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
     let job = match runner.job(&id) {
         Ok(job) => job,
         Err(e) => return e.into_response(),

@@ -31,6 +31,7 @@ use std::ffi::OsString;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -223,22 +224,48 @@ impl Runner {
     }
 }
 
+/// How long open connections get to finish after every job has stopped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 /// Serves [`app`] on `listener` until `shutdown` completes; then stops every
 /// running job (see [`Runner::shutdown`]) and waits for open connections to
 /// finish (each event stream ends once its job has ended).
+///
+/// A client that stopped reading would hold its stream, and so the
+/// shutdown, open forever; connections still open 5 s after the jobs have
+/// stopped are therefore abandoned and `serve` returns. (Their tasks end
+/// when the client goes away or the tokio runtime is dropped, as when
+/// `pipeline-runner` exits.)
 pub async fn serve(
     listener: tokio::net::TcpListener,
     runner: Arc<Runner>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = app(Arc::clone(&runner));
+    let (jobs_stopped, stopped) = tokio::sync::oneshot::channel::<()>();
     let stop = async move {
         shutdown.await;
         runner.shutdown().await;
+        let _ = jobs_stopped.send(());
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
+    let server = axum::serve(listener, app).with_graceful_shutdown(stop);
+    let grace_over = async move {
+        match stopped.await {
+            Ok(()) => tokio::time::sleep(CLOSE_GRACE).await,
+            // The server ended on its own.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        result = server => result,
+        () = grace_over => {
+            eprintln!(
+                "pipeline-runner: closing connections still open {}s after shutdown",
+                CLOSE_GRACE.as_secs()
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Completes on Ctrl-C (SIGINT) or, on Unix, SIGTERM.

@@ -360,3 +360,115 @@ impl Drop for RunnerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// What [`stream_each`] saw: the number of lines, the last id, the `end` data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Streamed {
+    pub lines: u64,
+    pub last_id: u64,
+    pub end: Value,
+}
+
+/// Reads a whole event stream without keeping it (for streams of many
+/// thousands of lines): checks that the ids run on by one from `after`, calls
+/// `each(id, data)` for every line, and returns once `end` arrives. Fails if
+/// the stream closes before `end` or a single read takes over [`TIMEOUT`].
+pub async fn stream_each(
+    url: &str,
+    id: &str,
+    after: Option<u64>,
+    mut each: impl FnMut(u64, &str),
+) -> Result<Streamed> {
+    let mut req = client().get(format!("{url}/api/jobs/{id}/events"));
+    if let Some(n) = after {
+        req = req.header("Last-Event-ID", n.to_string());
+    }
+    let resp = req.send().await?;
+    if resp.status() != 200 {
+        bail!("events: {}", resp.status());
+    }
+    let mut stream = resp.bytes_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut expect = after.unwrap_or(0) + 1;
+    let mut lines = 0;
+    loop {
+        let mut start = 0;
+        while let Some(rel) = find(&buf[start..], b"\n\n") {
+            let frame = std::str::from_utf8(&buf[start..start + rel])?;
+            start += rel + 2;
+            let (mut msg_id, mut event, mut data) = (None, None, None);
+            for line in frame.split('\n') {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    msg_id = Some(v.parse::<u64>()?);
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    event = Some(v);
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    if data.replace(v).is_some() {
+                        bail!("a message with two data lines: {frame:?}");
+                    }
+                } else if !line.starts_with(':') && !line.is_empty() {
+                    bail!("unexpected SSE line {line:?}");
+                }
+            }
+            let Some(data) = data else { continue };
+            if event == Some("end") {
+                if msg_id.is_some() {
+                    bail!("`end` with an id");
+                }
+                return Ok(Streamed {
+                    lines,
+                    last_id: expect - 1,
+                    end: serde_json::from_str(data)?,
+                });
+            }
+            if event.is_some() {
+                bail!("unexpected event type {event:?}");
+            }
+            if msg_id != Some(expect) {
+                bail!("expected id {expect}, got {msg_id:?}");
+            }
+            each(expect, data);
+            expect += 1;
+            lines += 1;
+        }
+        buf.drain(..start);
+        match tokio::time::timeout(TIMEOUT, stream.next()).await {
+            Err(_) => bail!("timed out reading the event stream after {lines} lines"),
+            Ok(None) => bail!("stream closed before `end` after {lines} lines"),
+            Ok(Some(chunk)) => buf.extend_from_slice(chunk?.as_ref()),
+        }
+    }
+}
+
+/// `"host:port"` of a server URL such as `http://127.0.0.1:1234`.
+pub fn host_port(url: &str) -> &str {
+    url.trim_start_matches("http://")
+}
+
+/// Sends raw bytes over a fresh connection and reads the reply until the
+/// server closes or `TIMEOUT` passes; for requests no HTTP client would send.
+pub async fn raw_http(url: &str, request: &[u8]) -> Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(host_port(url)).await?;
+    sock.write_all(request).await?;
+    let mut reply = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 8192];
+        loop {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => reply.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(TIMEOUT, read)
+        .await
+        .map_err(|_| anyhow!("no reply within {TIMEOUT:?}"))?;
+    Ok(reply)
+}
+
+/// The status code of a raw HTTP/1.1 reply (`None` if it is not one).
+pub fn raw_status(reply: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(reply.get(..12)?).ok()?;
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
