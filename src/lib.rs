@@ -97,7 +97,9 @@
 //!
 //! # Minimum supported Rust version
 //!
-//! 1.80.
+//! 1.88, the `rust-version` of the newest dependency the lockfile resolves
+//! (`time` 0.3.55). CI builds with the one toolchain the build machines have
+//! (1.95), so older compilers are not exercised.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
