@@ -92,8 +92,8 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | (none) | yes | the layer, the schema types, `init`: depends on `tracing`, `tracing-subscriber`, `serde`, `serde_json`, `time`, `thiserror` |
-//! | `reference` | no | [`reference`]: the reference job-application pipeline (tokio, clap), run by `examples/job_pipeline.rs` |
-//! | `runner` | no | [`runner`] and the `pipeline-runner` binary: runs pipelines as child processes and streams their lines over SSE to a live page (tokio, axum) |
+//! | `reference` | no | the `reference` module: the reference job-application pipeline (tokio, clap), run by `examples/job_pipeline.rs` |
+//! | `runner` | no | the `runner` module and the `pipeline-runner` binary: runs pipelines as child processes and streams their lines over SSE to a live page (tokio, axum) |
 //!
 //! # Minimum supported Rust version
 //!

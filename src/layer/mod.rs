@@ -65,6 +65,13 @@ use state::{SpanKind, SpanState};
 /// governs `log` lines only. The log filter also acts as a global filter for
 /// events below ERROR (like an `EnvFilter` added as a layer): it lets the
 /// subscriber skip filtered-out events at their call site.
+///
+/// Do not put a level filter in front of the layer (`.with_filter(...)`):
+/// it would hide `debug_span!` stages from it. Filter `log` lines with
+/// [`with_log_filter`](Self::with_log_filter) instead.
+///
+/// Pair it with [`crate::install_panic_hook`] (as [`crate::init`] does) to
+/// get panic messages rather than `panicked` in `layer_error` lines.
 pub struct PipelineLayer<W = fn() -> io::Stdout> {
     make_writer: W,
     format: Format,
