@@ -23,13 +23,11 @@ use axum::extract::rejection::{BytesRejection, FailedToBufferBody, PathRejection
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
-use tokio_stream::wrappers::ReceiverStream;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::{sse, Runner, RunnerError};
@@ -266,13 +264,9 @@ async fn job_events(
         },
         Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "bad Last-Event-ID"),
     };
-    let stream = ReceiverStream::new(sse::events(job, after));
     (
-        [
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::HeaderName::from_static("x-accel-buffering"), "no"),
-        ],
-        Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)),
+        [(header::HeaderName::from_static("x-accel-buffering"), "no")],
+        sse::response(job, after, KEEP_ALIVE),
     )
         .into_response()
 }

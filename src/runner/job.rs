@@ -1,13 +1,20 @@
 //! One job: its child process, its numbered lines, its log file, its end.
 //!
 //! Two reader tasks cut the child's stdout and stderr into classified lines
-//! and send them, through a small bounded queue, to the job's supervising
-//! task, which alone numbers them (`seq`, from 1), appends them to the job's
-//! `events.jsonl`, flushes, updates the stage states and only then publishes
-//! them on a broadcast channel. So every line a live client can see is
+//! and send them in batches (whatever one read of the pipe held, at most
+//! [`BATCH`] lines or [`BATCH_BYTES`] bytes each), through a small bounded
+//! queue, to the job's supervising task. That task alone numbers them
+//! (`seq`, from 1), appends a batch to the job's `events.jsonl` with one
+//! write, flushes, updates the stage states and only then publishes the
+//! batch on a broadcast channel. So every line a live client can see is
 //! already in the file, and a client that falls behind reads the gap from
 //! the file (see `sse`). The child never waits for a client: the only
 //! back-pressure it feels is the runner writing the file.
+//!
+//! Lines travel in batches so that the hand-offs between tasks and threads
+//! (each one a wake-up) are paid per batch, not per line. A reader never
+//! waits to fill a batch: it sends what one read gave it, so a line printed
+//! alone travels alone and at once.
 //!
 //! When the child exits (or is cancelled, or the runner shuts down) its pipes
 //! are drained for a short grace period (a grandchild may hold them open),
@@ -24,23 +31,26 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
-use super::classify::{classify, Classified, LineKind, LineSplitter, Stream};
+use super::classify::{classify, Classified, LineKind, LineSplitter, RawLine, Stream};
 use super::store::{DataDir, Meta, Record, StageCatalog};
 use super::{now_timestamp, RunnerError};
 use crate::{EventKind, PipelineEvent, Status};
 
-/// Lines published but not yet taken by the slowest live client; a client
+/// Batches published but not yet taken by the slowest live client; a client
 /// further behind catches up from the file.
-const BROADCAST_CAPACITY: usize = 128;
-/// Lines read from the child but not yet written to the file.
-const LINE_QUEUE: usize = 32;
-/// Lines written per flush at most.
+const BROADCAST_CAPACITY: usize = 32;
+/// Batches read from the child (either pipe) but not yet written to the file.
+const LINE_QUEUE: usize = 4;
+/// Lines per batch at most.
 const BATCH: usize = 256;
+/// Bytes of line data per batch at most (a batch always holds at least one
+/// line, which may be longer).
+const BATCH_BYTES: usize = 64 * 1024;
 /// One byte offset is remembered every this many lines, for resuming.
 pub(crate) const INDEX_EVERY: u64 = 1024;
 /// How long a stopped child gets between SIGTERM and SIGKILL.
@@ -195,7 +205,8 @@ fn worse(a: Option<Status>, b: Status) -> Status {
 /// What travels on a job's broadcast channel.
 #[derive(Debug, Clone)]
 pub(crate) enum Msg {
-    Line(Arc<Record>),
+    /// Consecutive lines, in order, never empty.
+    Lines(Arc<[Record]>),
     /// The job has ended; every line is in the file.
     End,
 }
@@ -416,7 +427,8 @@ pub(crate) fn start(
     let child = cmd.spawn();
     let recorder = Recorder {
         job: Arc::clone(&job),
-        out: BufWriter::new(tokio::fs::File::from_std(file)),
+        out: tokio::fs::File::from_std(file),
+        buf: Vec::new(),
         offset: 0,
         next_seq: 1,
         catalog,
@@ -464,7 +476,7 @@ async fn supervise(
     let job = Arc::clone(&rec.job);
     let end = loop {
         tokio::select! {
-            Some(line) = lines.recv() => rec.write_batch(line, &mut lines).await,
+            Some(batch) = lines.recv() => rec.record(batch).await,
             status = child.wait() => break End::Exited(status),
             () = job.cancel.notified() => {
                 stop(&mut child).await;
@@ -480,8 +492,8 @@ async fn supervise(
     tokio::pin!(deadline);
     loop {
         tokio::select! {
-            line = lines.recv() => match line {
-                Some(line) => rec.write_batch(line, &mut lines).await,
+            batch = lines.recv() => match batch {
+                Some(batch) => rec.record(batch).await,
                 None => break,
             },
             () = &mut deadline => {
@@ -489,8 +501,8 @@ async fn supervise(
                 for r in &readers {
                     r.abort();
                 }
-                while let Ok(line) = lines.try_recv() {
-                    rec.record(vec![line]).await;
+                while let Ok(batch) = lines.try_recv() {
+                    rec.record(batch).await;
                 }
                 break;
             }
@@ -517,7 +529,13 @@ async fn stop(child: &mut Child) {
     let _ = child.wait().await;
 }
 
-async fn read_pipe(mut pipe: impl AsyncRead + Unpin, stream: Stream, tx: mpsc::Sender<Classified>) {
+/// Reads one pipe, and sends its lines on in batches: after each read, the
+/// lines it completed, cut at [`BATCH`] lines or [`BATCH_BYTES`] bytes.
+async fn read_pipe(
+    mut pipe: impl AsyncRead + Unpin,
+    stream: Stream,
+    tx: mpsc::Sender<Vec<Classified>>,
+) {
     let mut splitter = LineSplitter::default();
     let mut buf = vec![0u8; 64 * 1024];
     let mut lines = Vec::new();
@@ -527,21 +545,43 @@ async fn read_pipe(mut pipe: impl AsyncRead + Unpin, stream: Stream, tx: mpsc::S
             Ok(n) => n,
         };
         splitter.feed(&buf[..n], &mut lines);
-        for line in lines.drain(..) {
-            if tx.send(classify(&line, stream)).await.is_err() {
-                return;
-            }
+        if send_batches(&mut lines, stream, &tx).await.is_err() {
+            return;
         }
     }
-    if let Some(line) = splitter.finish() {
-        let _ = tx.send(classify(&line, stream)).await;
+    lines.extend(splitter.finish());
+    let _ = send_batches(&mut lines, stream, &tx).await;
+}
+
+/// Classifies and sends `lines` (emptying it), in batches.
+async fn send_batches(
+    lines: &mut Vec<RawLine>,
+    stream: Stream,
+    tx: &mpsc::Sender<Vec<Classified>>,
+) -> Result<(), ()> {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    for line in lines.drain(..) {
+        let classified = classify(&line, stream);
+        bytes += classified.data.len();
+        batch.push(classified);
+        if batch.len() >= BATCH || bytes >= BATCH_BYTES {
+            bytes = 0;
+            tx.send(std::mem::take(&mut batch)).await.map_err(|_| ())?;
+        }
     }
+    if !batch.is_empty() {
+        tx.send(batch).await.map_err(|_| ())?;
+    }
+    Ok(())
 }
 
 /// The single writer of a job's lines.
 struct Recorder {
     job: Arc<Job>,
-    out: BufWriter<tokio::fs::File>,
+    out: tokio::fs::File,
+    /// A batch's lines as written to the file, reused.
+    buf: Vec<u8>,
     offset: u64,
     next_seq: u64,
     catalog: Arc<StageCatalog>,
@@ -550,38 +590,37 @@ struct Recorder {
 }
 
 impl Recorder {
-    async fn write_batch(&mut self, first: Classified, more: &mut mpsc::Receiver<Classified>) {
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match more.try_recv() {
-                Ok(line) => batch.push(line),
-                Err(_) => break,
-            }
-        }
-        self.record(batch).await;
-    }
-
-    /// Numbers, writes, flushes, then publishes.
+    /// Numbers a batch, writes it with one write, flushes, then publishes it.
     async fn record(&mut self, batch: Vec<Classified>) {
-        let mut written = Vec::with_capacity(batch.len());
-        let mut result = Ok(());
+        if batch.is_empty() {
+            return;
+        }
+        let mut records = Vec::with_capacity(batch.len());
+        let mut kinds = Vec::with_capacity(batch.len());
+        let mut index = Vec::new();
+        self.buf.clear();
         for line in batch {
             let seq = self.next_seq;
             self.next_seq += 1;
+            if seq % INDEX_EVERY == 1 {
+                index.push((seq, self.offset + self.buf.len() as u64));
+            }
             let record = Record {
                 seq,
                 data: line.data,
             };
-            let mut text = record.to_line();
-            text.push('\n');
-            if result.is_ok() {
-                result = self.out.write_all(text.as_bytes()).await;
-            }
-            written.push((record, self.offset, line.kind));
-            self.offset += text.len() as u64;
+            record.write_line(&mut self.buf);
+            records.push(record);
+            kinds.push(line.kind);
         }
+        self.offset += self.buf.len() as u64;
+        let mut result = self.out.write_all(&self.buf).await;
         if result.is_ok() {
             result = self.out.flush().await;
+        }
+        if self.buf.capacity() > 4 * BATCH_BYTES {
+            // One huge line must not keep its buffer for the job's life.
+            self.buf = Vec::new();
         }
         if let Err(e) = result {
             if !std::mem::replace(&mut self.write_failed, true) {
@@ -594,17 +633,15 @@ impl Recorder {
         let mut new_stages = Vec::new();
         {
             let mut inner = self.job.lock();
-            for (record, offset, kind) in written {
-                if let LineKind::Event(map) = &kind {
+            for kind in &kinds {
+                if let LineKind::Event(map) = kind {
                     new_stages.extend(inner.tracker.observe(map));
                 }
-                inner.last_seq = record.seq;
-                if record.seq % INDEX_EVERY == 1 {
-                    inner.index.push((record.seq, offset));
-                }
-                if let Some(tx) = &inner.tx {
-                    let _ = tx.send(Msg::Line(Arc::new(record)));
-                }
+            }
+            inner.last_seq = self.next_seq - 1;
+            inner.index.extend(index);
+            if let Some(tx) = &inner.tx {
+                let _ = tx.send(Msg::Lines(records.into()));
             }
         }
         for (layer, name) in new_stages {

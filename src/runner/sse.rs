@@ -1,46 +1,168 @@
 //! Replay-then-follow event streams, resumable with `Last-Event-ID`.
 //!
-//! Each client gets its own task that sends SSE events into a small bounded
-//! channel, which the HTTP response drains at the client's pace. The task:
+//! Each client gets its own task that writes SSE events into chunks of
+//! bytes (several events each, up to [`CHUNK_BYTES`]) and sends them into a
+//! small bounded channel, which the HTTP response drains at the client's
+//! pace. The task:
 //!
 //! 1. subscribes to the job's broadcast channel and, under the same lock,
 //!    learns the number of the last line already written;
 //! 2. replays from the job's log file every line after the client's
 //!    `Last-Event-ID` up to that number;
-//! 3. follows the broadcast, skipping lines it has sent; when the broadcast
-//!    jumps ahead (the client was slow and the channel lagged), it reads the
-//!    gap from the file, where every published line already is;
+//! 3. follows the broadcast (batches of consecutive lines), skipping lines it
+//!    has sent; when the broadcast jumps ahead (the client was slow and the
+//!    channel lagged), it reads the gap from the file, where every published
+//!    line already is;
 //! 4. after the job's end, sends any lines still missing, then `event: end`.
+//!
+//! A chunk is sent when it is full, and whenever the task would otherwise
+//! wait for the job: a line never waits for more lines to fill a chunk.
 //!
 //! So every line reaches every client exactly once and in order, a slow
 //! client costs only its own task, and the runner keeps at most the
-//! broadcast channel's capacity of lines in memory per job.
+//! broadcast channel's capacity of batches in memory per job, plus
+//! [`CLIENT_BUFFER`] chunks per client.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use axum::response::sse::Event;
+use axum::body::{Body, Bytes};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use std::future::Future;
+use std::io::Write;
+
+use futures_util::Stream;
 use tokio::sync::{broadcast, mpsc};
 
 use super::job::{Job, Msg};
 use super::store::{Record, RecordReader};
 
-/// Events buffered per client between its task and its socket.
-const CLIENT_BUFFER: usize = 16;
+/// Chunks buffered per client between its task and its socket.
+const CLIENT_BUFFER: usize = 4;
+/// A chunk is sent once it holds this many bytes (it may hold one more
+/// event, so a chunk is at most this plus one line).
+const CHUNK_BYTES: usize = 64 * 1024;
 
-/// The stream of SSE events for `job`, after line `after` (0: from the start).
-pub(crate) fn events(job: Arc<Job>, after: u64) -> mpsc::Receiver<Result<Event, Infallible>> {
+/// The `text/event-stream` response for `job`, after line `after` (0: from
+/// the start), with a comment every `keep_alive` while it is idle.
+pub(crate) fn response(job: Arc<Job>, after: u64, keep_alive: Duration) -> Response {
+    let body = Body::from_stream(KeepAliveStream {
+        rx: events(job, after),
+        interval: keep_alive,
+        timer: Box::pin(tokio::time::sleep(keep_alive)),
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The SSE text for `job`, after line `after`, in chunks of whole events.
+pub(crate) fn events(job: Arc<Job>, after: u64) -> mpsc::Receiver<Bytes> {
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
     tokio::spawn(async move {
+        let mut out = Out {
+            tx,
+            chunk: Vec::new(),
+        };
         // `None`: the client went away.
-        let _ = pump(&job, after, &tx).await;
+        let _ = pump(&job, after, &mut out).await;
     });
     rx
 }
 
-type Out = mpsc::Sender<Result<Event, Infallible>>;
+/// The chunks of one client, and a keep-alive comment (`:`) after each
+/// `interval` without one.
+struct KeepAliveStream {
+    rx: mpsc::Receiver<Bytes>,
+    interval: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
 
-async fn pump(job: &Job, after: u64, out: &Out) -> Option<()> {
+impl Stream for KeepAliveStream {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match this.rx.poll_recv(cx) {
+            Poll::Ready(Some(chunk)) => {
+                let next = tokio::time::Instant::now() + this.interval;
+                this.timer.as_mut().reset(next);
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                std::task::ready!(this.timer.as_mut().poll(cx));
+                let next = tokio::time::Instant::now() + this.interval;
+                this.timer.as_mut().reset(next);
+                Poll::Ready(Some(Ok(Bytes::from_static(b":\n\n"))))
+            }
+        }
+    }
+}
+
+/// The chunk being filled, and where it goes.
+struct Out {
+    tx: mpsc::Sender<Bytes>,
+    chunk: Vec<u8>,
+}
+
+impl Out {
+    /// Adds `id: SEQ` and `data: ...` for `record`; sends the chunk if full.
+    async fn line(&mut self, record: &Record) -> Option<()> {
+        let _ = writeln!(self.chunk, "id: {}", record.seq);
+        self.data(&record.data);
+        self.chunk.push(b'\n');
+        if self.chunk.len() >= CHUNK_BYTES {
+            self.flush().await?;
+        }
+        Some(())
+    }
+
+    /// `data: ...` lines for `data`, as axum's `Event::data` writes them: a
+    /// `\n` starts another `data:` line. Our own lines never hold a `\r` or
+    /// `\n` (see `classify`); a hand-edited log might, and a `\r` would end
+    /// the line for the browser, so it becomes a space.
+    fn data(&mut self, data: &str) {
+        self.chunk.extend_from_slice(b"data: ");
+        let bytes = data.as_bytes();
+        let mut from = 0;
+        let breaks = bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'\n' || b == b'\r');
+        for (at, _) in breaks {
+            self.chunk.extend_from_slice(&bytes[from..at]);
+            if bytes[at] == b'\r' {
+                self.chunk.push(b' ');
+            } else {
+                self.chunk.extend_from_slice(b"\ndata: ");
+            }
+            from = at + 1;
+        }
+        self.chunk.extend_from_slice(&bytes[from..]);
+        self.chunk.push(b'\n');
+    }
+
+    /// Sends what the chunk holds, if anything.
+    async fn flush(&mut self) -> Option<()> {
+        if self.chunk.is_empty() {
+            return Some(());
+        }
+        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK_BYTES + 1024));
+        self.tx.send(Bytes::from(chunk)).await.ok()
+    }
+}
+
+async fn pump(job: &Job, after: u64, out: &mut Out) -> Option<()> {
     let (rx, written) = job.subscribe();
     let mut sent = after;
     if written > sent {
@@ -48,16 +170,36 @@ async fn pump(job: &Job, after: u64, out: &Out) -> Option<()> {
     }
     if let Some(mut rx) = rx {
         loop {
-            match rx.recv().await {
-                Ok(Msg::Line(record)) => {
-                    if record.seq <= sent {
+            let msg = match rx.try_recv() {
+                Ok(msg) => Ok(msg),
+                Err(broadcast::error::TryRecvError::Empty) => {
+                    // Nothing more yet: what we have goes out before we wait.
+                    out.flush().await?;
+                    rx.recv().await
+                }
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    Err(broadcast::error::RecvError::Lagged(n))
+                }
+                Err(broadcast::error::TryRecvError::Closed) => {
+                    Err(broadcast::error::RecvError::Closed)
+                }
+            };
+            match msg {
+                Ok(Msg::Lines(batch)) => {
+                    let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+                        continue;
+                    };
+                    if last.seq <= sent {
                         continue;
                     }
-                    if record.seq > sent + 1 {
-                        replay(job, sent, record.seq - 1, out).await?;
+                    if first.seq > sent + 1 {
+                        sent = replay(job, sent, first.seq - 1, out).await?;
                     }
-                    send(out, &record).await?;
-                    sent = record.seq;
+                    let from = sent;
+                    for record in batch.iter().filter(|r| r.seq > from) {
+                        out.line(record).await?;
+                        sent = record.seq;
+                    }
                 }
                 Ok(Msg::End) | Err(broadcast::error::RecvError::Closed) => break,
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
@@ -68,12 +210,14 @@ async fn pump(job: &Job, after: u64, out: &Out) -> Option<()> {
     if last > sent {
         replay(job, sent, last, out).await?;
     }
-    let end = Event::default().event("end").data(job.end_data());
-    out.send(Ok(end)).await.ok()
+    out.chunk.extend_from_slice(b"event: end\n");
+    out.data(&job.end_data());
+    out.chunk.push(b'\n');
+    out.flush().await
 }
 
 /// Sends lines `after + 1 ..= upto` from the file; returns the last one sent.
-async fn replay(job: &Job, after: u64, upto: u64, out: &Out) -> Option<u64> {
+async fn replay(job: &Job, after: u64, upto: u64, out: &mut Out) -> Option<u64> {
     let mut sent = after;
     let mut reader = match RecordReader::open(job.events_path(), job.offset_before(after + 1)).await
     {
@@ -93,7 +237,7 @@ async fn replay(job: &Job, after: u64, upto: u64, out: &Out) -> Option<u64> {
         if record.seq > upto {
             break;
         }
-        send(out, &record).await?;
+        out.line(&record).await?;
         sent = record.seq;
         if sent == upto {
             break;
@@ -103,14 +247,89 @@ async fn replay(job: &Job, after: u64, upto: u64, out: &Out) -> Option<u64> {
     Some(upto.max(sent))
 }
 
-async fn send(out: &Out, record: &Record) -> Option<()> {
-    // Our own lines never hold a `\r` (see `classify`); a hand-edited log
-    // might, and `Event::data` refuses it.
-    let data = if record.data.contains('\r') {
-        record.data.replace('\r', " ")
-    } else {
-        record.data.clone()
-    };
-    let event = Event::default().id(record.seq.to_string()).data(data);
-    out.send(Ok(event)).await.ok()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::store::{DataDir, StageCatalog};
+    use std::ffi::OsString;
+
+    /// The `(id, data)` of each event in `text`, and whether it ended with
+    /// `event: end`.
+    fn parse(text: &str) -> (Vec<(u64, String)>, bool) {
+        let mut events = Vec::new();
+        let mut ended = false;
+        for frame in text.split("\n\n").filter(|f| !f.is_empty()) {
+            if frame.starts_with("event: end\n") {
+                ended = true;
+                continue;
+            }
+            let (id, data) = frame.split_once('\n').unwrap();
+            let id = id.strip_prefix("id: ").unwrap().parse().unwrap();
+            events.push((id, data.strip_prefix("data: ").unwrap().to_owned()));
+        }
+        (events, ended)
+    }
+
+    async fn collect(mut rx: mpsc::Receiver<Bytes>) -> String {
+        let mut text = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            text.extend_from_slice(&chunk);
+        }
+        String::from_utf8(text).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_lags_by_many_batches_gets_every_line_once() {
+        let dir = std::env::temp_dir().join(format!("sse-lag-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let data = DataDir::open(dir.clone()).unwrap();
+        let catalog = Arc::new(StageCatalog::load(&data).unwrap());
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let n = 100_000u64;
+        let command: Vec<OsString> = ["sh", "-c", "seq 1 100000"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let (job, task) =
+            super::super::job::start("lag", &command, &data, catalog, shutdown).unwrap();
+        // Subscribed from the start, but not read until the job has ended:
+        // the broadcast laps this client many times over.
+        let slow = events(Arc::clone(&job), 0);
+        task.await.unwrap();
+        let (lines, ended) = parse(&collect(slow).await);
+        assert!(ended);
+        assert_eq!(
+            lines.len() as u64,
+            n + 1,
+            "every line and pipeline_complete"
+        );
+        for (i, (id, data)) in lines.iter().enumerate().take(n as usize) {
+            assert_eq!(*id, i as u64 + 1);
+            assert_eq!(data, &format!(r#"{{"type":"output","text":"{}"}}"#, i + 1));
+        }
+        // Resuming in the middle, after the end.
+        let (rest, ended) = parse(&collect(events(Arc::clone(&job), 54_321)).await);
+        assert!(ended);
+        let ids: Vec<u64> = rest.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, (54_322..=n + 1).collect::<Vec<_>>());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn data_is_written_as_axum_writes_it() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut out = Out {
+            tx,
+            chunk: Vec::new(),
+        };
+        let record = Record {
+            seq: 7,
+            data: "a\rb\nc".into(),
+        };
+        out.line(&record).await.unwrap();
+        out.flush().await.unwrap();
+        let chunk = rx.recv().await.unwrap();
+        // What `Event::default().id("7").data("a b\nc")` writes.
+        assert_eq!(&chunk[..], b"id: 7\ndata: a b\ndata: c\n\n");
+    }
 }

@@ -40,6 +40,14 @@ impl Record {
         // A struct of a number and a string always serialises.
         serde_json::to_string(self).unwrap_or_default()
     }
+
+    /// Appends the record's log line, with its `\n`, to `out`.
+    pub(crate) fn write_line(&self, out: &mut Vec<u8>) {
+        // A struct of a number and a string always serialises, and a `Vec`
+        // never fails a write.
+        let _ = serde_json::to_writer(&mut *out, self);
+        out.push(b'\n');
+    }
 }
 
 /// A job's `meta.json`, and the body of `GET /api/jobs/{id}`.
