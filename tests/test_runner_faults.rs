@@ -179,7 +179,7 @@ async fn a_client_that_disconnects_mid_stream_affects_no_one_else() {
     let mut raw = tokio::net::TcpStream::connect(runner_common::host_port(&srv.url))
         .await
         .unwrap();
-    raw.write_all(format!("GET /api/jobs/{id}/events HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    raw.write_all(format!("GET /api/jobs/{id}/events HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -316,7 +316,7 @@ async fn a_client_that_stops_reading_holds_up_neither_the_job_nor_shutdown() {
     let mut raw = tokio::net::TcpStream::connect(runner_common::host_port(&srv.url))
         .await
         .unwrap();
-    raw.write_all(format!("GET /api/jobs/{id}/events HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    raw.write_all(format!("GET /api/jobs/{id}/events HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
         .await
         .unwrap();
     // 300,000 lines (~20 MB of SSE) are far more than the socket buffers hold.
@@ -334,7 +334,7 @@ async fn a_client_that_stops_reading_holds_up_neither_the_job_nor_shutdown() {
     let mut half = tokio::net::TcpStream::connect(runner_common::host_port(&srv.url))
         .await
         .unwrap();
-    half.write_all(b"GET /api/jobs HTTP/1.1\r\nHost: x\r\n")
+    half.write_all(b"GET /api/jobs HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .unwrap();
     // Shutdown stops the job (SIGTERM: at once); the stalled connections may
@@ -417,7 +417,7 @@ async fn sigterm_with_a_stalled_client_still_exits() {
     let mut raw = tokio::net::TcpStream::connect(runner_common::host_port(&runner.url))
         .await
         .unwrap();
-    raw.write_all(format!("GET /api/jobs/{id}/events HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    raw.write_all(format!("GET /api/jobs/{id}/events HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let log = dir.path().join("data/jobs/stalled/events.jsonl");

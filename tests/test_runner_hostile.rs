@@ -116,7 +116,7 @@ async fn hostile_job_ids_in_every_route_are_refused_not_served() {
     ] {
         let reply = raw_http(
             &srv.url,
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
         )
         .await
         .unwrap();
@@ -157,7 +157,7 @@ async fn malformed_and_oversized_requests_get_4xx_never_5xx() {
     let srv = Server::start(sh("true")).await;
     let post = |body: &str, extra: &str| {
         format!(
-            "POST /api/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\
+            "POST /api/jobs HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\
              Content-Length: {}\r\n\r\n{body}",
             body.len()
         )
@@ -195,7 +195,7 @@ async fn malformed_and_oversized_requests_get_4xx_never_5xx() {
             "any content type",
         ),
         (
-            "POST /api/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+            "POST /api/jobs HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
              Content-Length: 99999999999\r\n\r\n{}"
                 .to_owned(),
             vec![413],
@@ -203,7 +203,7 @@ async fn malformed_and_oversized_requests_get_4xx_never_5xx() {
         ),
         (
             format!(
-                "POST /api/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                "POST /api/jobs HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
                  Transfer-Encoding: chunked\r\n\r\n{}0\r\n\r\n",
                 format!("4000\r\n{}\r\n", " ".repeat(0x4000)).repeat(64)
             ),
@@ -211,14 +211,14 @@ async fn malformed_and_oversized_requests_get_4xx_never_5xx() {
             "a 1 MiB chunked body without a length",
         ),
         (
-            "POST /api/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+            "POST /api/jobs HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
              Transfer-Encoding: chunked\r\n\r\nzz\r\n"
                 .to_owned(),
             vec![400],
             "a broken chunk size",
         ),
         (
-            "POST /api/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\
+            "POST /api/jobs HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\
              Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n"
                 .to_owned(),
             // RFC 9112 6.3: chunked wins (hyper), or the request is refused.
@@ -227,7 +227,7 @@ async fn malformed_and_oversized_requests_get_4xx_never_5xx() {
         ),
         (
             format!(
-                "GET /api/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
+                "GET /api/jobs HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
                 "a".repeat(1024 * 1024)
             ),
             vec![431, 400],
@@ -235,7 +235,7 @@ async fn malformed_and_oversized_requests_get_4xx_never_5xx() {
         ),
         ("GARBAGE\r\n\r\n".to_owned(), vec![400], "not HTTP"),
         (
-            "GET /api/jobs HTTP/9.9\r\nHost: x\r\n\r\n".to_owned(),
+            "GET /api/jobs HTTP/9.9\r\nHost: localhost\r\n\r\n".to_owned(),
             vec![505, 400],
             "an unknown HTTP version",
         ),
@@ -245,7 +245,7 @@ async fn malformed_and_oversized_requests_get_4xx_never_5xx() {
         .map(|(r, w, what)| (r.into_bytes(), w, what))
         .collect();
     cases.push((
-        b"GET /api/jobs/real/events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+        b"GET /api/jobs/real/events HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
           Last-Event-ID: \xff\xfe\r\n\r\n"
             .to_vec(),
         vec![400, 404],
@@ -276,7 +276,7 @@ async fn malformed_and_oversized_requests_get_4xx_never_5xx() {
     // A body shorter than its Content-Length, then the client goes away.
     let reply = raw_http(
         &srv.url,
-        b"POST /api/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"job",
+        b"POST /api/jobs HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{\"job",
     );
     let reply = tokio::time::timeout(std::time::Duration::from_millis(500), reply).await;
     assert!(reply.is_err(), "the server waits for the rest of the body");

@@ -7,7 +7,7 @@ mod runner_common;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
+use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use runner_common::{sh, TempDir};
@@ -270,6 +270,61 @@ async fn writes_from_other_origins_are_refused() {
     let (status, _, _) = f.send(req("null")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _, _) = f.send(req("http://127.0.0.1:8000")).await;
+    assert_eq!(status, StatusCode::CREATED);
+}
+
+/// DNS rebinding: a page on evil.example whose name resolves to 127.0.0.1
+/// is same-origin with the runner unless the runner refuses its `Host`.
+#[tokio::test]
+async fn requests_naming_an_unknown_host_are_refused() {
+    let f = fixture("exit 0");
+    let req = |method: Method, uri: &str, host: &str| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::HOST, host)
+            .header(header::ORIGIN, format!("http://{host}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    for host in [
+        "evil.example",
+        "evil.example:8000",
+        "127.0.0.1.evil.example:80",
+    ] {
+        for (method, uri) in [
+            (Method::GET, "/"),
+            (Method::GET, "/api/jobs"),
+            (Method::POST, "/api/jobs"),
+        ] {
+            let (status, headers, body) = f.send(req(method.clone(), uri, host)).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{method} {uri} Host: {host}");
+            assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert!(v["error"].as_str().unwrap().contains("--allow-host"), "{v}");
+        }
+    }
+    let (_, jobs) = f.get("/api/jobs").await;
+    assert_eq!(jobs, json!([]), "no job was started");
+    for host in [
+        "127.0.0.1:8000",
+        "localhost:8000",
+        "LOCALHOST",
+        "[::1]:8000",
+        "10.1.2.3",
+    ] {
+        let (status, _, _) = f.send(req(Method::GET, "/api/jobs", host)).await;
+        assert_eq!(status, StatusCode::OK, "Host: {host}");
+    }
+    // A name the runner was told about (a reverse proxy's public name).
+    f.runner.allow_hosts(["Runner.Example.com"]);
+    let (status, _, _) = f
+        .send(req(Method::GET, "/api/jobs", "runner.example.com:443"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = f
+        .send(req(Method::POST, "/api/jobs", "runner.example.com:443"))
+        .await;
     assert_eq!(status, StatusCode::CREATED);
 }
 

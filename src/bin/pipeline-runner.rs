@@ -40,6 +40,11 @@ struct Args {
     /// can reach the address can start and cancel jobs and read their output.
     #[arg(long)]
     allow_remote: bool,
+    /// Also serve requests whose Host header is NAME (repeatable), e.g. the
+    /// public name a reverse proxy passes on. IP addresses and localhost are
+    /// always served; other names are refused, against DNS rebinding.
+    #[arg(long, value_name = "NAME")]
+    allow_host: Vec<String>,
     /// The pipeline command and its arguments, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<OsString>,
@@ -91,6 +96,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    runner.allow_hosts(args.allow_host);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -65,6 +65,10 @@ pub fn app(runner: Arc<Runner>) -> Router {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         })
         .layer(middleware::from_fn(same_origin_writes))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&runner),
+            known_hosts_only,
+        ))
         .layer(middleware::from_fn(refuse_declared_large_bodies))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(SetResponseHeaderLayer::overriding(
@@ -106,6 +110,27 @@ impl IntoResponse for RunnerError {
         };
         error(status, &self.to_string())
     }
+}
+
+/// Refuses requests whose `Host` names a host the runner was not told
+/// about (DNS rebinding: another site's page, its name pointed at
+/// 127.0.0.1, would otherwise be same-origin with the runner).
+async fn known_hosts_only(
+    State(runner): State<Arc<Runner>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let allowed = match request.headers().get(header::HOST) {
+        None => true,
+        Some(host) => host.to_str().is_ok_and(|h| runner.host_allowed(h)),
+    };
+    if !allowed {
+        return error(
+            StatusCode::FORBIDDEN,
+            "unknown Host: start the runner with --allow-host NAME to serve this name",
+        );
+    }
+    next.run(request).await
 }
 
 /// A browser sends `Origin` with every cross-site POST, and a form or a

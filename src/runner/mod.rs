@@ -80,6 +80,18 @@ pub enum RunnerError {
     },
 }
 
+/// The name part of a `Host` header value: `[::1]:8000` → `::1`,
+/// `127.0.0.1:8000` → `127.0.0.1`, `example.com` → `example.com`.
+fn host_name(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("");
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
 /// Checks a job id: 1 to 64 characters of `[A-Za-z0-9_-]`. Such an id is safe
 /// as a file name, in a URL and in an environment variable.
 pub fn validate_job_id(id: &str) -> Result<(), RunnerError> {
@@ -103,6 +115,9 @@ pub struct Runner {
     catalog: Arc<StageCatalog>,
     jobs: Mutex<Jobs>,
     shutdown: watch::Sender<bool>,
+    /// Host names (besides IP addresses and `localhost`) that requests may
+    /// name in their `Host` header: see [`Runner::allow_hosts`].
+    allowed_hosts: std::sync::RwLock<Vec<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -139,7 +154,38 @@ impl Runner {
             catalog,
             jobs: Mutex::new(jobs),
             shutdown: watch::Sender::new(false),
+            allowed_hosts: std::sync::RwLock::new(Vec::new()),
         }))
+    }
+
+    /// Adds host names that requests may carry in their `Host` header.
+    ///
+    /// By default only IP addresses and `localhost` are accepted: a web
+    /// page on another site that makes its own domain name resolve to
+    /// 127.0.0.1 (DNS rebinding) sends that name as `Host` and is refused.
+    /// Behind a reverse proxy that passes its public name on, allow that
+    /// name here (`pipeline-runner --allow-host NAME`). Names are compared
+    /// without the port, ignoring ASCII case.
+    pub fn allow_hosts<I, S>(&self, hosts: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        if let Ok(mut allowed) = self.allowed_hosts.write() {
+            allowed.extend(hosts.into_iter().map(|h| h.into().to_ascii_lowercase()));
+        }
+    }
+
+    /// Whether a request's `Host` header value may be served.
+    pub(crate) fn host_allowed(&self, host: &str) -> bool {
+        let name = host_name(host);
+        if name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok() {
+            return true;
+        }
+        self.allowed_hosts
+            .read()
+            .map(|allowed| allowed.iter().any(|a| a.eq_ignore_ascii_case(name)))
+            .unwrap_or(false)
     }
 
     /// The data directory.
@@ -327,6 +373,20 @@ mod tests {
             &"x".repeat(10_000),
         ] {
             assert!(validate_job_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn host_names() {
+        for (host, name) in [
+            ("127.0.0.1:8000", "127.0.0.1"),
+            ("[::1]:8000", "::1"),
+            ("[::1]", "::1"),
+            ("localhost", "localhost"),
+            ("runner.example.com:443", "runner.example.com"),
+            ("evil.example", "evil.example"),
+        ] {
+            assert_eq!(host_name(host), name, "{host}");
         }
     }
 
