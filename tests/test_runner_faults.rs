@@ -179,9 +179,11 @@ async fn a_client_that_disconnects_mid_stream_affects_no_one_else() {
     let mut raw = tokio::net::TcpStream::connect(runner_common::host_port(&srv.url))
         .await
         .unwrap();
-    raw.write_all(format!("GET /api/jobs/{id}/events HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    raw.write_all(
+        format!("GET /api/jobs/{id}/events HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     // Linger 0: closing sends a reset. (Deprecated because a non-zero linger
     // blocks on drop; zero does not.)
@@ -316,9 +318,11 @@ async fn a_client_that_stops_reading_holds_up_neither_the_job_nor_shutdown() {
     let mut raw = tokio::net::TcpStream::connect(runner_common::host_port(&srv.url))
         .await
         .unwrap();
-    raw.write_all(format!("GET /api/jobs/{id}/events HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    raw.write_all(
+        format!("GET /api/jobs/{id}/events HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     // 300,000 lines (~20 MB of SSE) are far more than the socket buffers hold.
     runner_common::poll("every line to be written", || async {
         let log = srv.runner.data_dir().join("jobs/stalled/events.jsonl");
@@ -417,9 +421,11 @@ async fn sigterm_with_a_stalled_client_still_exits() {
     let mut raw = tokio::net::TcpStream::connect(runner_common::host_port(&runner.url))
         .await
         .unwrap();
-    raw.write_all(format!("GET /api/jobs/{id}/events HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    raw.write_all(
+        format!("GET /api/jobs/{id}/events HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let log = dir.path().join("data/jobs/stalled/events.jsonl");
     runner_common::poll("every line to be written", || async {
         let n = std::fs::read(&log)

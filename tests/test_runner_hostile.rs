@@ -116,7 +116,8 @@ async fn hostile_job_ids_in_every_route_are_refused_not_served() {
     ] {
         let reply = raw_http(
             &srv.url,
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
         )
         .await
         .unwrap();
