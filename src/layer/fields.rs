@@ -134,6 +134,19 @@ pub(crate) fn write_f64(buf: &mut Vec<u8>, v: f64) {
     }
 }
 
+/// Sets `name` in a span's metadata. A field recorded again replaces its
+/// earlier value in place, so metadata keeps declaration order.
+pub(crate) fn upsert(
+    metadata: &mut Vec<(&'static str, FieldValue)>,
+    name: &'static str,
+    value: FieldValue,
+) {
+    match metadata.iter_mut().find(|(n, _)| *n == name) {
+        Some(slot) => slot.1 = value,
+        None => metadata.push((name, value)),
+    }
+}
+
 /// Collects a span's fields: the reserved ones apart, the rest as metadata.
 #[derive(Debug, Default)]
 pub(crate) struct SpanFields {
@@ -153,15 +166,7 @@ impl SpanFields {
             "job_id" => self.job_id = Some(value.into_text()),
             "skipped" => self.skipped = Some(value.truthy()),
             "error" => self.error = Some(value.into_text()),
-            name => {
-                // A field recorded again replaces its earlier value in place,
-                // so metadata keeps declaration order.
-                if let Some(slot) = self.metadata.iter_mut().find(|(n, _)| *n == name) {
-                    slot.1 = value;
-                } else {
-                    self.metadata.push((name, value));
-                }
-            }
+            name => upsert(&mut self.metadata, name, value),
         }
     }
 }

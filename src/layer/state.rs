@@ -8,7 +8,7 @@ use std::time::Instant;
 use tracing::span::Id;
 use tracing::Metadata;
 
-use super::fields::{FieldValue, SpanFields};
+use super::fields::{upsert, FieldValue, SpanFields};
 
 /// What a span is to the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,11 +164,7 @@ impl SpanState {
             t.error = Some(e);
         }
         for (name, value) in fields.metadata {
-            if let Some(slot) = t.metadata.iter_mut().find(|(n, _)| *n == name) {
-                slot.1 = value;
-            } else {
-                t.metadata.push((name, value));
-            }
+            upsert(&mut t.metadata, name, value);
         }
     }
 }
