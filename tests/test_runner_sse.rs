@@ -2,6 +2,7 @@
 //! several clients, slow clients, crashing and cancelled children, many jobs.
 #![cfg(feature = "runner")]
 
+mod common;
 mod runner_common;
 
 use runner_common::{
@@ -138,6 +139,9 @@ async fn a_crashing_child_gets_a_pipeline_complete() {
     );
     let ts = c["timestamp"].as_str().unwrap();
     assert_eq!((ts.len(), &ts[19..20], &ts[23..]), (24, ".", "Z"), "{ts}");
+    // The runner's line is a line of the schema like the layer's own, and
+    // the schema types read it.
+    common::assert_valid(c);
     // The runner's line comes last, after everything the child printed.
     assert_eq!(all[all.len() - 2].data, *c);
 
@@ -178,6 +182,7 @@ async fn cancel_stops_the_child_and_records_it() {
     assert_eq!(complete.len(), 1);
     assert_eq!(complete[0]["status"], "error");
     assert_eq!(complete[0]["error"], "cancelled");
+    common::assert_valid(complete[0]);
     assert!(!output_texts(&rest).contains(&"never".to_owned()));
     let detail = wait_finished(&srv.url, &id).await;
     assert_eq!(detail["status"], "error");
