@@ -369,6 +369,18 @@ mod tests {
             ]
             .map(String::from),
         );
+        // Every ASCII byte at every position of a longer string, beside
+        // bytes just inside the limits.
+        for b in 0u8..=0x7f {
+            for at in 0..17 {
+                let mut v = vec![b'!'; 17];
+                v[at] = b;
+                v[(at + 5) % 17] = 0x21;
+                v[(at + 9) % 17] = 0x7f;
+                samples.push(String::from_utf8(v).unwrap());
+            }
+        }
+        samples.push("ÿ€\u{80}\u{ff}é".repeat(9));
         for s in samples {
             let mut buf = Vec::new();
             write_json_str(&mut buf, &s);
