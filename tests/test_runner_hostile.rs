@@ -29,10 +29,12 @@ fn assert_safe_headers(what: &str, headers: &reqwest::header::HeaderMap) {
         .unwrap_or_else(|| panic!("{what}: no CSP"))
         .to_str()
         .unwrap();
-    assert!(
-        csp.split(';').any(|d| d.trim() == "default-src 'self'"),
-        "{what}: {csp}"
-    );
+    for directive in ["default-src 'self'", "frame-ancestors 'none'"] {
+        assert!(
+            csp.split(';').any(|d| d.trim() == directive),
+            "{what}: {csp} lacks {directive}"
+        );
+    }
     for loose in [
         "unsafe-inline",
         "unsafe-eval",

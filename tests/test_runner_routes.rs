@@ -239,7 +239,7 @@ async fn page_and_headers() {
         assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         assert_eq!(
             headers[header::CONTENT_SECURITY_POLICY],
-            "default-src 'self'"
+            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
         );
         assert!(!body.is_empty());
     }
