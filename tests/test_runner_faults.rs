@@ -447,3 +447,47 @@ async fn sigterm_with_a_stalled_client_still_exits() {
     assert!(started.elapsed() < Duration::from_secs(10));
     drop((runner, raw));
 }
+
+/// A "slowloris" client: it opens a connection and sends half a request
+/// head, then nothing. The runner closes it after `HEADER_READ_TIMEOUT`
+/// instead of holding it for ever, and serves everyone else meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_request_head_is_cut_off() {
+    use tokio::io::AsyncReadExt;
+    use tracing_pipeline::runner::HEADER_READ_TIMEOUT;
+
+    let srv = Server::start(sh("exit 0")).await;
+    let started = Instant::now();
+    let mut raw = tokio::net::TcpStream::connect(runner_common::host_port(&srv.url))
+        .await
+        .unwrap();
+    raw.write_all(b"GET /api/jobs HTTP/1.1\r\nHost: loc")
+        .await
+        .unwrap();
+    // Others are served while it dawdles.
+    let jobs = get_json(&format!("{}/api/jobs", srv.url)).await.unwrap();
+    assert_eq!(jobs, json!([]));
+    // The stalled connection is closed by the runner (a 408 may come first).
+    let mut reply = Vec::new();
+    let closed = tokio::time::timeout(
+        HEADER_READ_TIMEOUT + Duration::from_secs(10),
+        raw.read_to_end(&mut reply),
+    )
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the half-sent request was still open after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() >= HEADER_READ_TIMEOUT - Duration::from_millis(500),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+    let text = String::from_utf8_lossy(&reply);
+    assert!(
+        reply.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    srv.shutdown().await;
+}

@@ -273,10 +273,16 @@ impl Runner {
 /// How long open connections get to finish after every job has stopped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
+/// How long a client may take to send a request's head (its request line
+/// and headers). A slower one (a stalled or "slowloris" client) is cut off,
+/// so it cannot hold a connection open without asking for anything.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves [`app`] on `listener` until `shutdown` completes; then stops every
 /// running job (see [`Runner::shutdown`]) and waits for open connections to
 /// finish (each event stream ends once its job has ended).
 ///
+/// A client must send each request's head within [`HEADER_READ_TIMEOUT`].
 /// A client that stopped reading would hold its stream, and so the
 /// shutdown, open forever; connections still open 5 s after the jobs have
 /// stopped are therefore abandoned and `serve` returns. (Their tasks end
@@ -287,31 +293,59 @@ pub async fn serve(
     runner: Arc<Runner>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
     let app = app(Arc::clone(&runner));
-    let (jobs_stopped, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let connections = GracefulShutdown::new();
     let stop = async move {
         shutdown.await;
         runner.shutdown().await;
-        let _ = jobs_stopped.send(());
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(stop);
-    let grace_over = async move {
-        match stopped.await {
-            Ok(()) => tokio::time::sleep(CLOSE_GRACE).await,
-            // The server ended on its own.
-            Err(_) => std::future::pending().await,
-        }
-    };
+    tokio::pin!(stop);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, then go
+                    // on accepting rather than end the service.
+                    eprintln!("pipeline-runner: cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = connections.watch(conn);
+        tokio::spawn(async move {
+            // A connection's own errors (a reset, a timed-out head) end
+            // that connection only.
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
     tokio::select! {
-        result = server => result,
-        () = grace_over => {
+        () = connections.shutdown() => {}
+        () = tokio::time::sleep(CLOSE_GRACE) => {
             eprintln!(
                 "pipeline-runner: closing connections still open {}s after shutdown",
                 CLOSE_GRACE.as_secs()
             );
-            Ok(())
         }
     }
+    Ok(())
 }
 
 /// Completes on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
