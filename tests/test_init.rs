@@ -240,3 +240,47 @@ fn a_closed_stdout_changes_nothing_and_is_reported_at_most_once() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// SPEC 5: stdout is flushed per line, so a reader sees each event as it
+/// happens, not when the program exits. The first line must arrive while
+/// the pipeline (about 3 s at `--speed 1`) is still running; a buffered
+/// stdout would deliver it only at exit.
+#[test]
+fn each_line_reaches_a_pipe_reader_while_the_pipeline_runs() {
+    use std::io::{BufRead, BufReader};
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipeline-runner"));
+    cmd.args(["reference", "--speed", "1", "--job-id", "live"]);
+    for v in VARS {
+        cmd.env_remove(v);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn pipeline-runner reference");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let first_seen = std::time::Instant::now();
+    assert_eq!(first["event"], "pipeline_start");
+    let second: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(second["event"], "log");
+    // The pipeline sleeps for seconds after these lines; it cannot have
+    // finished unless its output was held back until exit.
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first lines arrived only after the pipeline had ended"
+    );
+    let rest: Vec<Value> = lines
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    assert_eq!(rest.last().unwrap()["event"], "pipeline_complete");
+    // Held-back output would arrive all at once; live output arrives over
+    // the pipeline's own time (its sleeps add up to 2.85 s).
+    assert!(
+        first_seen.elapsed() >= std::time::Duration::from_secs(2),
+        "all lines arrived within {:?} of the first",
+        first_seen.elapsed()
+    );
+    assert!(child.wait().unwrap().success());
+}
