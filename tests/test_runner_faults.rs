@@ -277,6 +277,26 @@ fn an_unwritable_data_directory_is_refused_at_open() {
     }
 }
 
+/// Two runners on one data directory would number and append the same
+/// jobs' lines: the second is refused at start, and the directory is free
+/// again once the first is gone (the binary's SIGKILL-and-restart tests show
+/// that a dead runner's lock goes with it).
+#[tokio::test]
+async fn a_data_directory_in_use_by_another_runner_is_refused() {
+    let dir = runner_common::TempDir::new("locked");
+    let data = dir.path().join("data");
+    let first = Runner::open(sh("true"), &data).unwrap();
+    let err = Runner::open(sh("true"), &data).unwrap_err();
+    assert!(
+        matches!(&err, RunnerError::DataDirInUse(p) if p == &data),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("in use by another runner"), "{text}");
+    drop(first);
+    Runner::open(sh("true"), &data).expect("free again once the first runner is gone");
+}
+
 #[tokio::test]
 async fn a_data_directory_that_vanishes_later_gives_an_error_not_a_crash() {
     let srv = Server::start(sh("echo hi")).await;

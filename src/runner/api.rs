@@ -110,9 +110,9 @@ impl IntoResponse for RunnerError {
             RunnerError::UnknownJob(_) => StatusCode::NOT_FOUND,
             RunnerError::DuplicateJob(_) | RunnerError::AlreadyFinished(_) => StatusCode::CONFLICT,
             RunnerError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            RunnerError::EmptyCommand | RunnerError::DataDir { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            RunnerError::EmptyCommand
+            | RunnerError::DataDir { .. }
+            | RunnerError::DataDirInUse(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         error(status, &self.to_string())
     }

@@ -78,6 +78,10 @@ pub enum RunnerError {
         /// What the operating system said.
         source: std::io::Error,
     },
+    /// Another runner (in this or another process) has the data directory
+    /// open: two runners would number and write the same jobs' lines.
+    #[error("data directory {0} is in use by another runner (its lock file .lock is held)")]
+    DataDirInUse(PathBuf),
 }
 
 /// The name part of a `Host` header value: `[::1]:8000` → `::1`,

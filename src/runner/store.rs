@@ -76,6 +76,12 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RunnerError + '_ {
 #[derive(Debug, Clone)]
 pub(crate) struct DataDir {
     root: PathBuf,
+    /// An exclusive `flock` on `<root>/.lock`, held while the runner lives.
+    /// The kernel drops it when the process dies, SIGKILL included, and the
+    /// file is close-on-exec, so a pipeline that outlives the runner does
+    /// not hold it.
+    #[cfg(unix)]
+    _lock: std::sync::Arc<nix::fcntl::Flock<fs::File>>,
 }
 
 impl DataDir {
@@ -86,7 +92,29 @@ impl DataDir {
         let probe = root.join(".write-test");
         fs::write(&probe, b"ok").map_err(io_err(&probe))?;
         let _ = fs::remove_file(&probe);
-        Ok(DataDir { root })
+        #[cfg(unix)]
+        let lock = {
+            use nix::fcntl::{Flock, FlockArg};
+            let path = root.join(".lock");
+            let file = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => lock,
+                Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                    return Err(RunnerError::DataDirInUse(root));
+                }
+                Err((_, errno)) => return Err(io_err(&path)(io::Error::from(errno))),
+            }
+        };
+        Ok(DataDir {
+            root,
+            #[cfg(unix)]
+            _lock: std::sync::Arc::new(lock),
+        })
     }
 
     pub(crate) fn path(&self) -> &Path {
