@@ -70,7 +70,7 @@
 
     async refresh() {
       try {
-        const res = await fetch("/api/jobs", { cache: "no-store" });
+        const res = await fetch("api/jobs", { cache: "no-store" });
         if (!res.ok) return;
         const jobs = await res.json();
         if (Array.isArray(jobs)) {
@@ -116,7 +116,7 @@
     button.disabled = true;
     errorLine.hidden = true;
     try {
-      const res = await fetch("/api/jobs", { method: "POST" });
+      const res = await fetch("api/jobs", { method: "POST" });
       if (res.status !== 201) {
         throw new Error("the runner answered " + res.status);
       }
@@ -325,7 +325,7 @@
     // Stages seen in earlier runs are shown as pending before they start.
     async loadKnownStages(generation) {
       try {
-        const res = await fetch("/api/stages", { cache: "no-store" });
+        const res = await fetch("api/stages", { cache: "no-store" });
         if (!res.ok) return;
         const known = await res.json();
         if (generation !== this.generation || !Array.isArray(known)) return;
@@ -339,7 +339,7 @@
     },
 
     connect() {
-      const url = "/api/jobs/" + encodeURIComponent(this.jobId) + "/events";
+      const url = "api/jobs/" + encodeURIComponent(this.jobId) + "/events";
       const source = new EventSource(url);
       const generation = this.generation;
       this.source = source;
@@ -391,7 +391,7 @@
     async retryOrGiveUp(generation) {
       setConnection("reconnecting");
       try {
-        const res = await fetch("/api/jobs/" + encodeURIComponent(this.jobId), { cache: "no-store" });
+        const res = await fetch("api/jobs/" + encodeURIComponent(this.jobId), { cache: "no-store" });
         if (res.status === 404 && generation === this.generation) {
           setConnection("unavailable");
           $("job-summary").textContent = "The runner does not know this job.";
@@ -726,7 +726,7 @@
     if (!jobView.jobId) return;
     $("cancel").disabled = true;
     try {
-      await fetch("/api/jobs/" + encodeURIComponent(jobView.jobId) + "/cancel", { method: "POST" });
+      await fetch("api/jobs/" + encodeURIComponent(jobView.jobId) + "/cancel", { method: "POST" });
     } finally {
       $("cancel").disabled = false;
     }
