@@ -54,6 +54,15 @@ thread_local! {
     static LAST_SECOND: Cell<Option<(u64, [u8; 20])>> = const { Cell::new(None) };
 }
 
+/// `now` as the schema's timestamp, as an owned string (for code outside
+/// the hot path, such as the runner's own lines and records).
+pub(crate) fn timestamp(now: SystemTime) -> String {
+    let mut buf = Vec::with_capacity(24);
+    write_timestamp(&mut buf, now);
+    // Only ASCII digits and punctuation were written.
+    String::from_utf8(buf).unwrap_or_default()
+}
+
 /// `2025-11-29T10:30:45.123Z`: RFC 3339, UTC, exactly three fraction digits.
 pub(crate) fn write_timestamp(buf: &mut Vec<u8>, now: SystemTime) {
     let Ok(since_epoch) = now.duration_since(UNIX_EPOCH) else {

@@ -39,6 +39,9 @@ use crate::config::Format;
 use crate::event::{EventKind, Status};
 use fields::{EventFields, SpanFields};
 use line::{Lifecycle, LogLine};
+
+#[cfg(feature = "runner")]
+pub(crate) use line::timestamp;
 use state::{SpanKind, SpanState};
 
 /// A [`tracing_subscriber::Layer`] that turns pipeline and stage spans into

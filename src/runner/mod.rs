@@ -376,17 +376,8 @@ pub async fn shutdown_signal() {
 
 /// Now as RFC 3339 in UTC with milliseconds: `2025-11-29T10:30:45.123Z`.
 pub(crate) fn now_timestamp() -> String {
-    let t = time::OffsetDateTime::now_utc();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    // The layer's own formatting: one definition of the wire timestamp.
+    crate::layer::timestamp(std::time::SystemTime::now())
 }
 
 #[cfg(test)]
