@@ -56,6 +56,7 @@ thread_local! {
 
 /// `now` as the schema's timestamp, as an owned string (for code outside
 /// the hot path, such as the runner's own lines and records).
+#[cfg(feature = "runner")]
 pub(crate) fn timestamp(now: SystemTime) -> String {
     let mut buf = Vec::with_capacity(24);
     write_timestamp(&mut buf, now);
