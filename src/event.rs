@@ -71,6 +71,32 @@ impl EventKind {
     }
 }
 
+impl FromStr for EventKind {
+    type Err = UnknownEventKind;
+
+    /// The inverse of [`EventKind::as_str`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            EventKind::PipelineStart,
+            EventKind::LayerStart,
+            EventKind::LayerComplete,
+            EventKind::LayerError,
+            EventKind::LayerSkip,
+            EventKind::PipelineComplete,
+            EventKind::Log,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or(UnknownEventKind)
+    }
+}
+
+/// A string that names none of the [`EventKind`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not an event kind of the schema")]
+#[non_exhaustive]
+pub struct UnknownEventKind;
+
 impl fmt::Display for EventKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -305,6 +331,24 @@ mod tests {
         );
         let back: PipelineEvent = e.to_line().parse().unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn event_kinds_parse_from_their_wire_names() {
+        for kind in [
+            EventKind::PipelineStart,
+            EventKind::LayerStart,
+            EventKind::LayerComplete,
+            EventKind::LayerError,
+            EventKind::LayerSkip,
+            EventKind::PipelineComplete,
+            EventKind::Log,
+        ] {
+            assert_eq!(kind.as_str().parse::<EventKind>(), Ok(kind));
+            let via_serde: EventKind = serde_json::from_value(kind.as_str().into()).unwrap();
+            assert_eq!(via_serde, kind);
+        }
+        assert_eq!("layer_done".parse::<EventKind>(), Err(UnknownEventKind));
     }
 
     #[test]

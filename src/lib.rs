@@ -117,7 +117,7 @@ pub mod reference;
 pub mod runner;
 
 pub use config::{Config, ConfigWarning, Format};
-pub use event::{EventKind, Level, PipelineEvent, Status};
+pub use event::{EventKind, Level, PipelineEvent, Status, UnknownEventKind};
 pub use init::{init, try_init, InitError};
 pub use layer::panic::install_hook as install_panic_hook;
 pub use layer::PipelineLayer;

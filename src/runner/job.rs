@@ -119,13 +119,13 @@ impl Tracker {
     /// Takes one structured event into account; returns the stage it named,
     /// if any, so that the stage catalogue can learn it.
     pub(crate) fn observe(&mut self, event: &Map<String, Value>) -> Option<(Number, String)> {
-        let kind = event.get("event").and_then(Value::as_str)?;
+        let kind: EventKind = event.get("event").and_then(Value::as_str)?.parse().ok()?;
         let new_status = match kind {
-            "layer_start" => StageStatus::Running,
-            "layer_complete" => StageStatus::Complete,
-            "layer_error" => StageStatus::Error,
-            "layer_skip" => StageStatus::Skipped,
-            "pipeline_complete" => {
+            EventKind::LayerStart => StageStatus::Running,
+            EventKind::LayerComplete => StageStatus::Complete,
+            EventKind::LayerError => StageStatus::Error,
+            EventKind::LayerSkip => StageStatus::Skipped,
+            EventKind::PipelineComplete => {
                 self.saw_complete = true;
                 let status = event
                     .get("status")
