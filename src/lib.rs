@@ -105,8 +105,10 @@
 
 mod config;
 mod event;
+mod filter;
 mod init;
 mod layer;
+mod stage;
 
 #[cfg(feature = "reference")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reference")))]
@@ -118,6 +120,8 @@ pub mod runner;
 
 pub use config::{Config, ConfigWarning, Format};
 pub use event::{EventKind, Level, PipelineEvent, Status, UnknownEventKind};
+pub use filter::{keep_stages, KeepStages};
 pub use init::{init, try_init, InitError};
 pub use layer::panic::install_hook as install_panic_hook;
 pub use layer::PipelineLayer;
+pub use stage::{Stage, StageExt, CANCELLED};

@@ -9,6 +9,8 @@ use super::fields::FieldValue;
 
 static WRITE_FAILED: AtomicBool = AtomicBool::new(false);
 static BAD_LAYER: AtomicBool = AtomicBool::new(false);
+static LATE_IDENTITY: AtomicBool = AtomicBool::new(false);
+static HIDDEN_BY_LEVEL: AtomicBool = AtomicBool::new(false);
 
 fn once(flag: &AtomicBool, message: std::fmt::Arguments<'_>) {
     if !flag.swap(true, Ordering::Relaxed) {
@@ -29,5 +31,34 @@ pub(crate) fn bad_layer_value(value: &FieldValue) {
     once(
         &BAD_LAYER,
         format_args!("a `layer` field must be a number such as 4 or 2.5, got {value:?}; the line leaves `layer` out (reported once)"),
+    );
+}
+
+/// A stage's `layer`/`layer_name` or a pipeline's `job_id` was recorded
+/// after the span was first entered: its start line is out already, so the
+/// value is not used (the start and terminal lines must agree).
+pub(crate) fn late_identity(field: &str, span: &str) {
+    once(
+        &LATE_IDENTITY,
+        format_args!("`{field}` of span `{span}` was recorded after the span was entered; its start line was written already, so the new value is not used. Give it when the span is created, or record it before the first enter (reported once)"),
+    );
+}
+
+/// The subscriber's filters let no span of `level` or more verbose through:
+/// pipeline and stage spans at those levels never reach the layer.
+pub(crate) fn hidden_by_level(most_verbose: tracing_subscriber::filter::LevelFilter) {
+    once(
+        &HIDDEN_BY_LEVEL,
+        format_args!("the subscriber's filters enable nothing more verbose than {most_verbose}, so pipeline and stage spans below that level are hidden from PipelineLayer and their lifecycle lines are lost; wrap the filter with `tracing_pipeline::keep_stages(filter)` (reported once)"),
+    );
+}
+
+/// A pipeline or stage span is more verbose than anything the subscriber's
+/// filters let through.
+pub(crate) fn hidden_span(name: &str, level: tracing::Level) {
+    static HIDDEN_SPAN: AtomicBool = AtomicBool::new(false);
+    once(
+        &HIDDEN_SPAN,
+        format_args!("span `{name}` ({level}) is a pipeline or stage span, but the subscriber's filters hide {level} spans, so PipelineLayer never sees it; wrap the filter with `tracing_pipeline::keep_stages(filter)` (reported once)"),
     );
 }

@@ -35,13 +35,12 @@ impl FieldValue {
         }
     }
 
-    /// Appends the value for a person to read.
+    /// Appends the value for a person to read: text that is empty, has
+    /// white space or control characters is quoted and escaped, so that one
+    /// event stays one line and nothing reaches the terminal raw.
     pub(crate) fn write_human(&self, buf: &mut Vec<u8>) {
         match self {
-            FieldValue::Str(s) if s.contains(char::is_whitespace) || s.is_empty() => {
-                let _ = write!(Adapter(buf), "{s:?}");
-            }
-            FieldValue::Str(s) => buf.extend_from_slice(s.as_bytes()),
+            FieldValue::Str(s) => write_human_value(buf, s),
             FieldValue::F64(v) => {
                 let _ = write!(Adapter(buf), "{v}");
             }
@@ -82,18 +81,85 @@ impl fmt::Write for Adapter<'_> {
     }
 }
 
-/// Shows a `Debug` value through `Display`, so serde_json can escape it while
-/// it is being formatted, with no intermediate `String`.
-struct DebugAsDisplay<'a>(&'a dyn fmt::Debug);
+/// `fmt::Write` that escapes what it is given as the inside of a JSON
+/// string. A `Debug` value is formatted straight through it, with no
+/// intermediate `String`.
+struct JsonEscaper<'a>(&'a mut Vec<u8>);
 
-impl fmt::Display for DebugAsDisplay<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
+impl fmt::Write for JsonEscaper<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        escape_json_into(self.0, s);
+        Ok(())
     }
 }
 
-/// Appends `s` as a JSON string, escaped exactly as serde_json escapes it.
-pub(crate) fn write_json_str(buf: &mut Vec<u8>, s: &str) {
+/// `fmt::Write` that escapes control characters for the human format.
+pub(crate) struct HumanEscaper<'a>(pub(crate) &'a mut Vec<u8>);
+
+impl fmt::Write for HumanEscaper<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        write_human_text(self.0, s);
+        Ok(())
+    }
+}
+
+/// A `Debug` value as text. A `Debug` impl that returns an error (which
+/// `format!` would turn into a panic) leaves what it wrote so far.
+pub(crate) fn debug_text(value: &dyn fmt::Debug) -> String {
+    let mut s = String::new();
+    let _ = write!(s, "{value:?}");
+    s
+}
+
+/// A `Display` value as text, with the same care as [`debug_text`].
+pub(crate) fn display_text(value: &dyn fmt::Display) -> String {
+    let mut s = String::new();
+    let _ = write!(s, "{value}");
+    s
+}
+
+/// Whether `c` is a control character (C0, DEL or C1).
+fn is_control(c: char) -> bool {
+    c.is_control()
+}
+
+/// Appends `s` for a person, with control characters escaped (`\n`, `\r`,
+/// `\t`, `\u{1b}`): one event stays one line, and no escape sequence of the
+/// pipeline's reaches the reader's terminal.
+pub(crate) fn write_human_text(buf: &mut Vec<u8>, s: &str) {
+    if !s.chars().any(is_control) {
+        buf.extend_from_slice(s.as_bytes());
+        return;
+    }
+    for c in s.chars() {
+        match c {
+            '\n' => buf.extend_from_slice(b"\\n"),
+            '\r' => buf.extend_from_slice(b"\\r"),
+            '\t' => buf.extend_from_slice(b"\\t"),
+            c if is_control(c) => {
+                let _ = write!(Adapter(buf), "\\u{{{:x}}}", c as u32);
+            }
+            c => {
+                let mut utf8 = [0; 4];
+                buf.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+            }
+        }
+    }
+}
+
+/// A field value for a person: bare when it is a plain word, quoted and
+/// escaped (Rust's `Debug` of a string) otherwise.
+fn write_human_value(buf: &mut Vec<u8>, s: &str) {
+    if s.is_empty() || s.contains(|c: char| c.is_whitespace() || c.is_control() || c == '"') {
+        let _ = write!(Adapter(buf), "{s:?}");
+    } else {
+        buf.extend_from_slice(s.as_bytes());
+    }
+}
+
+/// Appends `s` as the inside of a JSON string (no quotes), escaped exactly
+/// as serde_json escapes it.
+fn escape_json_into(buf: &mut Vec<u8>, s: &str) {
     // Names, ids and messages rarely need escaping: those are copied in one
     // go instead of byte by byte. serde_json escapes `"`, `\` and the bytes
     // below 0x20, nothing else.
@@ -102,18 +168,30 @@ pub(crate) fn write_json_str(buf: &mut Vec<u8>, s: &str) {
         esc | (b < 0x20) | (b == b'"') | (b == b'\\')
     });
     if plain {
-        buf.reserve(s.len() + 2);
-        buf.push(b'"');
         buf.extend_from_slice(s.as_bytes());
-        buf.push(b'"');
         return;
     }
-    // Writing into a Vec cannot fail.
+    let start = buf.len();
+    // Writing into a Vec cannot fail; drop serde_json's quotes.
     let _ = serde_json::Serializer::new(&mut *buf).serialize_str(s);
+    buf.remove(start);
+    buf.pop();
 }
 
+/// Appends `s` as a JSON string, escaped exactly as serde_json escapes it.
+pub(crate) fn write_json_str(buf: &mut Vec<u8>, s: &str) {
+    buf.reserve(s.len() + 2);
+    buf.push(b'"');
+    escape_json_into(buf, s);
+    buf.push(b'"');
+}
+
+/// Appends a `Debug` value as a JSON string. A `Debug` impl that fails
+/// keeps what it wrote, and the string is closed all the same.
 fn write_json_debug(buf: &mut Vec<u8>, value: &dyn fmt::Debug) {
-    let _ = serde_json::Serializer::new(&mut *buf).collect_str(&DebugAsDisplay(value));
+    buf.push(b'"');
+    let _ = write!(JsonEscaper(buf), "{value:?}");
+    buf.push(b'"');
 }
 
 pub(crate) fn write_i64(buf: &mut Vec<u8>, v: i64) {
@@ -200,50 +278,118 @@ impl Visit for SpanFields {
         self.put(field, FieldValue::Str(value.to_owned()));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.put(field, FieldValue::Str(value.to_string()));
+        self.put(field, FieldValue::Str(display_text(value)));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.put(field, FieldValue::Str(format!("{value:?}")));
+        self.put(field, FieldValue::Str(debug_text(value)));
     }
 }
 
 /// Visits an event's fields straight into reusable buffers: the message (as
-/// a JSON string, or raw text for people), the other fields as a metadata
-/// fragment, and for ERROR events the raw error text.
+/// a JSON string, or escaped text for people), the other fields as a
+/// metadata fragment, and for ERROR events the raw error text.
+///
+/// Rules the visitor keeps:
+/// - a field named `message` is the message, whatever its type;
+/// - with no message, an `error` field's text is the message too (what
+///   `#[instrument(err)]` records, at any level);
+/// - a field given twice (`a = 1, a = 2`) appears once: the last value wins;
+/// - the `log.*` fields that the `log` bridge adds describe the record
+///   itself, not its data, and are left out.
 #[derive(Debug)]
 pub(crate) struct EventFields<'a> {
     pub(crate) format: Format,
-    /// JSON: `"the message"` (with quotes); human: the raw text.
+    /// JSON: `"the message"` (with quotes); human: the escaped text.
     pub(crate) message: &'a mut Vec<u8>,
-    /// JSON: `"k":v,"k2":v2`; human: ` k=v k2=v2`.
+    /// JSON: `,"k":v,"k2":v2` (each entry with a leading comma); human:
+    /// ` k=v k2=v2`.
     pub(crate) metadata: &'a mut Vec<u8>,
+    /// Where each metadata entry starts, to replace a repeated field.
+    pub(crate) entries: &'a mut Vec<(&'static str, usize)>,
     /// Raw text of the message and of the `error` field, kept only when
     /// `want_error` is set (ERROR events).
     pub(crate) want_error: bool,
     pub(crate) raw_message: Option<String>,
     pub(crate) raw_error: Option<String>,
+    /// Whether the message buffer holds an `error` field's text only.
+    message_from_error: bool,
 }
 
-impl EventFields<'_> {
-    fn key(&mut self, field: &Field) {
+impl<'a> EventFields<'a> {
+    pub(crate) fn new(
+        format: Format,
+        message: &'a mut Vec<u8>,
+        metadata: &'a mut Vec<u8>,
+        entries: &'a mut Vec<(&'static str, usize)>,
+        want_error: bool,
+    ) -> Self {
+        message.clear();
+        metadata.clear();
+        entries.clear();
+        EventFields {
+            format,
+            message,
+            metadata,
+            entries,
+            want_error,
+            raw_message: None,
+            raw_error: None,
+            message_from_error: false,
+        }
+    }
+
+    /// Starts the entry for `name`, dropping an earlier entry of the same
+    /// name (the last value wins).
+    fn key(&mut self, name: &'static str) {
+        if let Some(i) = self.entries.iter().position(|(n, _)| *n == name) {
+            let start = self.entries[i].1;
+            let end = self
+                .entries
+                .get(i + 1)
+                .map_or(self.metadata.len(), |(_, s)| *s);
+            self.metadata.drain(start..end);
+            self.entries.remove(i);
+            for entry in &mut self.entries[i..] {
+                entry.1 -= end - start;
+            }
+        }
+        self.entries.push((name, self.metadata.len()));
         match self.format {
             Format::Json => {
-                if !self.metadata.is_empty() {
-                    self.metadata.push(b',');
-                }
-                write_json_str(self.metadata, field.name());
+                self.metadata.push(b',');
+                write_json_str(self.metadata, name);
                 self.metadata.push(b':');
             }
             Format::Human => {
                 self.metadata.push(b' ');
-                self.metadata.extend_from_slice(field.name().as_bytes());
+                self.metadata.extend_from_slice(name.as_bytes());
                 self.metadata.push(b'=');
             }
         }
     }
 
+    /// Writes `text` (or `value`'s `Debug`) as the message.
+    fn set_message(&mut self, value: &dyn fmt::Debug, display: Option<&str>) {
+        self.message.clear();
+        match (self.format, display) {
+            (Format::Json, Some(s)) => write_json_str(self.message, s),
+            (Format::Json, None) => write_json_debug(self.message, value),
+            (Format::Human, Some(s)) => write_human_text(self.message, s),
+            (Format::Human, None) => {
+                let _ = write!(HumanEscaper(self.message), "{value:?}");
+            }
+        }
+    }
+
     fn value(&mut self, field: &Field, value: FieldValue) {
-        self.key(field);
+        match field.name() {
+            "message" => {
+                let text = value.into_text();
+                return self.text(field, &text, Some(&text));
+            }
+            name if name.starts_with("log.") => return,
+            name => self.key(name),
+        }
         match self.format {
             Format::Json => value.write_json(self.metadata),
             Format::Human => value.write_human(self.metadata),
@@ -251,47 +397,39 @@ impl EventFields<'_> {
     }
 
     fn text(&mut self, field: &Field, value: &dyn fmt::Debug, display: Option<&str>) {
+        let raw = |want: bool| {
+            want.then(|| match display {
+                Some(s) => s.to_owned(),
+                None => debug_text(value),
+            })
+        };
         match field.name() {
             "message" => {
                 if self.want_error {
-                    let text = match display {
-                        Some(s) => s.to_owned(),
-                        None => format!("{value:?}"),
-                    };
-                    self.raw_message = Some(text);
+                    self.raw_message = raw(true);
                 }
-                self.message.clear();
-                match (self.format, display) {
-                    (Format::Json, Some(s)) => write_json_str(self.message, s),
-                    (Format::Json, None) => write_json_debug(self.message, value),
-                    (Format::Human, Some(s)) => self.message.extend_from_slice(s.as_bytes()),
-                    (Format::Human, None) => {
-                        let _ = write!(Adapter(self.message), "{value:?}");
-                    }
-                }
+                self.set_message(value, display);
+                self.message_from_error = false;
                 return;
             }
-            "error" if self.want_error => {
-                self.raw_error = Some(match display {
-                    Some(s) => s.to_owned(),
-                    None => format!("{value:?}"),
-                });
+            "error" => {
+                if self.want_error {
+                    self.raw_error = raw(true);
+                }
+                if self.message.is_empty() || self.message_from_error {
+                    self.set_message(value, display);
+                    self.message_from_error = true;
+                }
             }
-            // Fields that the `log` compatibility layer adds describe the
-            // record itself, not the event's data.
             name if name.starts_with("log.") => return,
             _ => {}
         }
-        self.key(field);
+        self.key(field.name());
         match (self.format, display) {
             (Format::Json, Some(s)) => write_json_str(self.metadata, s),
             (Format::Json, None) => write_json_debug(self.metadata, value),
-            (Format::Human, Some(s)) => {
-                FieldValue::Str(s.to_owned()).write_human(self.metadata);
-            }
-            (Format::Human, None) => {
-                let _ = write!(Adapter(self.metadata), "{value:?}");
-            }
+            (Format::Human, Some(s)) => write_human_value(self.metadata, s),
+            (Format::Human, None) => write_human_value(self.metadata, &debug_text(value)),
         }
     }
 }
@@ -325,7 +463,7 @@ impl Visit for EventFields<'_> {
         self.text(field, &value, Some(value));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        let s = value.to_string();
+        let s = display_text(value);
         self.text(field, &s, Some(&s));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {

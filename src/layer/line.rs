@@ -10,8 +10,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use time::OffsetDateTime;
 
-use super::fields::{write_f64, write_i64, write_json_str, write_u64, Adapter, FieldValue};
-use super::state::LayerNumber;
+use super::fields::{
+    write_f64, write_human_text, write_i64, write_json_str, write_u64, Adapter, FieldValue,
+};
+use super::state::{LayerNumber, StageCounts};
 use crate::event::{EventKind, Status};
 
 /// A lifecycle event: everything but `log`.
@@ -25,21 +27,23 @@ pub(crate) struct Lifecycle<'a> {
     pub(crate) duration_ms: Option<u64>,
     pub(crate) error: Option<&'a str>,
     pub(crate) metadata: &'a [(&'static str, FieldValue)],
-    /// `pipeline_complete`: completed, failed, skipped layers.
-    pub(crate) counts: Option<[u64; 3]>,
+    /// `pipeline_complete`: how its stages ended. These keys win over
+    /// pipeline fields of the same names.
+    pub(crate) counts: Option<StageCounts>,
 }
 
 /// A `log` event, its message and metadata already rendered by the visitor.
 #[derive(Debug)]
 pub(crate) struct LogLine<'a> {
-    pub(crate) level: &'static tracing::Level,
+    pub(crate) level: tracing::Level,
     pub(crate) target: &'a str,
     /// JSON: a quoted string; human: raw text. Empty: no message.
     pub(crate) message: &'a [u8],
     pub(crate) job_id: Option<&'a str>,
     pub(crate) layer: Option<LayerNumber>,
     pub(crate) layer_name: Option<&'a str>,
-    /// JSON: `"k":v,...`; human: ` k=v ...`. Empty: no metadata.
+    /// JSON: `,"k":v,...` (a leading comma); human: ` k=v ...`. Empty: no
+    /// metadata.
     pub(crate) metadata: &'a [u8],
 }
 
@@ -135,6 +139,7 @@ fn write_millis(buf: &mut Vec<u8>, ms: u16) {
 fn write_layer(buf: &mut Vec<u8>, n: LayerNumber) {
     match n {
         LayerNumber::Int(v) => write_i64(buf, v),
+        LayerNumber::UInt(v) => write_u64(buf, v),
         LayerNumber::Float(v) => write_f64(buf, v),
     }
 }
@@ -161,6 +166,9 @@ fn head(buf: &mut Vec<u8>, now: SystemTime, kind: EventKind) {
     buf.push(b'"');
 }
 
+/// The keys of a pipeline's stage counts in `pipeline_complete` metadata.
+const COUNT_KEYS: [&str; 3] = ["layers_completed", "layers_failed", "layers_skipped"];
+
 /// Appends `e` as one JSON line (with its newline).
 pub(crate) fn lifecycle_json(buf: &mut Vec<u8>, now: SystemTime, e: &Lifecycle<'_>) {
     head(buf, now, e.kind);
@@ -186,6 +194,9 @@ pub(crate) fn lifecycle_json(buf: &mut Vec<u8>, now: SystemTime, e: &Lifecycle<'
         buf.push(b'{');
         let mut first = true;
         for (name, value) in e.metadata {
+            if e.counts.is_some() && COUNT_KEYS.contains(name) {
+                continue; // the counts win
+            }
             if !first {
                 buf.push(b',');
             }
@@ -194,12 +205,8 @@ pub(crate) fn lifecycle_json(buf: &mut Vec<u8>, now: SystemTime, e: &Lifecycle<'
             buf.push(b':');
             value.write_json(buf);
         }
-        if let Some([completed, failed, skipped]) = e.counts {
-            for (name, n) in [
-                ("layers_completed", completed),
-                ("layers_failed", failed),
-                ("layers_skipped", skipped),
-            ] {
+        if let Some(c) = e.counts {
+            for (name, n) in COUNT_KEYS.iter().zip([c.completed, c.failed, c.skipped]) {
                 if !first {
                     buf.push(b',');
                 }
@@ -220,7 +227,7 @@ pub(crate) fn log_json(buf: &mut Vec<u8>, now: SystemTime, e: &LogLine<'_>) {
     head(buf, now, EventKind::Log);
     buf.extend_from_slice(key!("level"));
     buf.push(b'"');
-    buf.extend_from_slice(level_str(e.level).as_bytes());
+    buf.extend_from_slice(level_str(&e.level).as_bytes());
     buf.push(b'"');
     str_entry(buf, key!("target"), Some(e.target));
     buf.extend_from_slice(key!("message"));
@@ -238,7 +245,7 @@ pub(crate) fn log_json(buf: &mut Vec<u8>, now: SystemTime, e: &LogLine<'_>) {
     if !e.metadata.is_empty() {
         buf.extend_from_slice(key!("metadata"));
         buf.push(b'{');
-        buf.extend_from_slice(e.metadata);
+        buf.extend_from_slice(&e.metadata[1..]);
         buf.push(b'}');
     }
     buf.extend_from_slice(b"}\n");
@@ -290,7 +297,10 @@ fn human_prefix(buf: &mut Vec<u8>, now: SystemTime, style: &Style, job_id: Optio
     write_time_of_day(buf, calendar(now));
     buf.extend_from_slice(style.reset.as_bytes());
     if let Some(job) = job_id {
-        let _ = write!(Adapter(buf), " {}{job}{}", style.dim, style.reset);
+        buf.push(b' ');
+        buf.extend_from_slice(style.dim.as_bytes());
+        write_human_text(buf, job);
+        buf.extend_from_slice(style.reset.as_bytes());
     }
 }
 
@@ -301,12 +311,15 @@ fn human_stage(buf: &mut Vec<u8>, style: &Style, layer: Option<LayerNumber>, nam
         Some(LayerNumber::Int(v)) => {
             let _ = write!(Adapter(buf), "{v} ");
         }
+        Some(LayerNumber::UInt(v)) => {
+            let _ = write!(Adapter(buf), "{v} ");
+        }
         Some(LayerNumber::Float(v)) => {
             let _ = write!(Adapter(buf), "{v} ");
         }
         None => {}
     }
-    buf.extend_from_slice(name.unwrap_or("?").as_bytes());
+    write_human_text(buf, name.unwrap_or("?"));
     buf.extend_from_slice(style.reset.as_bytes());
     buf.push(b']');
 }
@@ -338,12 +351,24 @@ pub(crate) fn lifecycle_human(buf: &mut Vec<u8>, now: SystemTime, ansi: bool, e:
         let _ = write!(Adapter(buf), " in {d} ms");
     }
     if let Some(err) = e.error {
-        let _ = write!(Adapter(buf), ": {}{err}{}", style.red, style.reset);
+        buf.extend_from_slice(b": ");
+        buf.extend_from_slice(style.red.as_bytes());
+        write_human_text(buf, err);
+        buf.extend_from_slice(style.reset.as_bytes());
     }
-    if let Some([c, f, s]) = e.counts {
-        let _ = write!(Adapter(buf), " ({c} completed, {f} failed, {s} skipped)");
+    if let Some(c) = e.counts {
+        let _ = write!(
+            Adapter(buf),
+            " ({} completed, {} failed, {} skipped)",
+            c.completed,
+            c.failed,
+            c.skipped
+        );
     }
     for (name, value) in e.metadata {
+        if e.counts.is_some() && COUNT_KEYS.contains(name) {
+            continue;
+        }
         buf.push(b' ');
         buf.extend_from_slice(style.dim.as_bytes());
         buf.extend_from_slice(name.as_bytes());
@@ -358,7 +383,7 @@ pub(crate) fn lifecycle_human(buf: &mut Vec<u8>, now: SystemTime, ansi: bool, e:
 pub(crate) fn log_human(buf: &mut Vec<u8>, now: SystemTime, ansi: bool, e: &LogLine<'_>) {
     let style = if ansi { &COLOUR } else { &PLAIN };
     human_prefix(buf, now, style, e.job_id);
-    let colour = match *e.level {
+    let colour = match e.level {
         tracing::Level::ERROR => style.red,
         tracing::Level::WARN => style.yellow,
         tracing::Level::INFO => style.green,
@@ -367,7 +392,7 @@ pub(crate) fn log_human(buf: &mut Vec<u8>, now: SystemTime, ansi: bool, e: &LogL
     let _ = write!(
         Adapter(buf),
         " {colour}{:>5}{}",
-        level_str(e.level).to_ascii_uppercase(),
+        level_str(&e.level).to_ascii_uppercase(),
         style.reset
     );
     if e.layer_name.is_some() {

@@ -2,52 +2,60 @@
 //!
 //! How it fits together:
 //!
-//! - `on_new_span` decides what the span is ([`state::SpanKind`]: pipeline,
-//!   stage, plain) from its declared fields, and stores a [`state::SpanState`]
-//!   in its extensions, with the job id and the owning span inherited from
-//!   its parent so that nothing later has to walk the tree.
+//! - `on_new_span` decides what the span is (pipeline, stage, plain) from
+//!   its declared fields, and stores a [`state::SpanState`] in its
+//!   extensions, with the job id and the enclosing stage and pipeline
+//!   inherited from its parent, so that nothing later has to walk the tree.
 //! - `on_enter` writes `pipeline_start` / `layer_start` the first time only;
 //!   `on_exit` notices a panic unwinding out of a stage.
-//! - `on_record` keeps late fields; `on_event` attributes ERROR events to
+//! - `on_record` keeps late fields; `on_event` charges ERROR events to
 //!   their stage (or pipeline) and writes `log` lines that pass the filter.
 //! - `on_close` writes the terminal event and updates the pipeline's counts.
 //!
-//! Lines are built in a thread-local buffer ([`line`]) and handed to the
-//! writer with one `write_all`. Everything here is infallible from the
-//! instrumented program's point of view.
+//! The decisions (first enter or not, which terminal event, what a late
+//! field may change) are methods of the state, tested in `state.rs`; each
+//! callback here looks up, asks and emits. Lines are built in a thread-local
+//! buffer ([`line`]) and handed to the writer in one piece ([`output`]).
+//! Everything here is infallible from the instrumented program's point of
+//! view.
 
 mod diag;
 mod fields;
 mod line;
+mod output;
 pub(crate) mod panic;
 mod state;
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::io::{self, Write as _};
+use std::io;
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::time::{Instant, SystemTime};
 
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 use tracing_core::subscriber::Interest;
-use tracing_subscriber::filter::EnvFilter;
+use tracing_log::NormalizeEvent as _;
+use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Filter, Layer};
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 use crate::config::Format;
-use crate::event::{EventKind, Status};
+use crate::event::EventKind;
 use fields::{EventFields, SpanFields};
 use line::{Lifecycle, LogLine};
+use output::Output;
 
 #[cfg(feature = "runner")]
 pub(crate) use line::timestamp;
-use state::{SpanKind, SpanState};
+pub(crate) use state::SpanKind;
+use state::{stage_end, FirstEnter, LateIdentity, Scope, SpanState, Stage, States};
 
 /// A [`tracing_subscriber::Layer`] that turns pipeline and stage spans into
-/// JSON lines (SPEC section 3): `pipeline_start`, `layer_start`,
-/// `layer_complete`, `layer_error`, `layer_skip`, `pipeline_complete`, and
-/// `log` lines for ordinary events.
+/// JSON lines: `pipeline_start`, `layer_start`, `layer_complete`,
+/// `layer_error`, `layer_skip`, `pipeline_complete`, and `log` lines for
+/// ordinary events. The [crate docs](crate) give the schema and the rules.
 ///
 /// ```
 /// use tracing_subscriber::prelude::*;
@@ -63,15 +71,19 @@ use state::{SpanKind, SpanState};
 /// });
 /// ```
 ///
-/// Lifecycle events are written for spans at every level and are not subject
-/// to the log filter ([`with_log_filter`](Self::with_log_filter)), which
-/// governs `log` lines only. The log filter also acts as a global filter for
-/// events below ERROR (like an `EnvFilter` added as a layer): it lets the
-/// subscriber skip filtered-out events at their call site.
+/// Lifecycle events are written for spans at every level and are not
+/// subject to the log filter ([`with_log_filter`](Self::with_log_filter)),
+/// which governs `log` lines only, and only this layer's: it never hides an
+/// event from the other layers of the subscriber.
 ///
-/// Do not put a level filter in front of the layer (`.with_filter(...)`):
-/// it would hide `debug_span!` stages from it. Filter `log` lines with
-/// [`with_log_filter`](Self::with_log_filter) instead.
+/// Filters elsewhere in the subscriber can hide spans from it, though: a
+/// global filter (an `EnvFilter` added with `.with(filter)`) that disables a
+/// `debug_span!` stage disables it for every layer. Wrap such a filter with
+/// [`keep_stages`](crate::keep_stages), and do not put a level filter in
+/// front of this layer (`.with_filter(LevelFilter::INFO)`); the crate docs'
+/// section "Adding it to an existing subscriber" shows the compositions that
+/// work. Several `PipelineLayer`s can sit in one subscriber (one per
+/// destination); each writes every line.
 ///
 /// Pair it with [`crate::install_panic_hook`] (as [`crate::init`] does) to
 /// get panic messages rather than `panicked` in `layer_error` lines.
@@ -83,6 +95,34 @@ pub struct PipelineLayer<W = fn() -> io::Stdout> {
     /// Whether the filter has span-based directives (`target[span]=level`),
     /// the only ones that need to follow spans as they open and close.
     filter_follows_spans: bool,
+    /// Set when a per-layer filter in front of this layer already applied
+    /// the log filter to events below ERROR ([`crate::Config::filtered_layer`]).
+    prefiltered: bool,
+    /// This layer's key in a span's [`States`]: two layers in one subscriber
+    /// keep apart.
+    key: u32,
+    output: Output,
+    /// The most verbose level the filters inside the subscriber this layer
+    /// was added to let through (`LEVEL_UNKNOWN`: no hint).
+    max_level: AtomicU8,
+}
+
+const LEVEL_UNKNOWN: u8 = u8::MAX;
+
+fn level_code(level: LevelFilter) -> u8 {
+    match level.into_level() {
+        None => 0,
+        Some(tracing::Level::ERROR) => 1,
+        Some(tracing::Level::WARN) => 2,
+        Some(tracing::Level::INFO) => 3,
+        Some(tracing::Level::DEBUG) => 4,
+        Some(_) => 5,
+    }
+}
+
+fn next_key() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl PipelineLayer {
@@ -96,6 +136,10 @@ impl PipelineLayer {
             ansi: false,
             log_filter: None,
             filter_follows_spans: false,
+            prefiltered: false,
+            key: next_key(),
+            output: Output::default(),
+            max_level: AtomicU8::new(LEVEL_UNKNOWN),
         }
     }
 }
@@ -118,8 +162,16 @@ impl<W> fmt::Debug for PipelineLayer<W> {
 }
 
 impl<W> PipelineLayer<W> {
-    /// Sends lines to another [`MakeWriter`]: a file, a buffer, a pipe. Each
-    /// line is handed to one writer with a single `write_all`.
+    /// Sends lines to another [`MakeWriter`]: a file, a buffer, a pipe.
+    ///
+    /// Each line is handed to one writer in one piece, and the layer writes
+    /// one line at a time (it holds its own lock while writing), so lines
+    /// from different threads never interleave, whatever the writer, as
+    /// long as nothing else writes to the same destination. Lifecycle lines
+    /// are written through [`MakeWriter::make_writer`], `log` lines through
+    /// [`MakeWriter::make_writer_for`] with the event's metadata, so a
+    /// level-routing writer (`MakeWriterExt::with_max_level`) routes `log`
+    /// lines and never drops a stage's lifecycle.
     #[must_use]
     pub fn with_writer<W2>(self, make_writer: W2) -> PipelineLayer<W2>
     where
@@ -131,6 +183,10 @@ impl<W> PipelineLayer<W> {
             ansi: self.ansi,
             log_filter: self.log_filter,
             filter_follows_spans: self.filter_follows_spans,
+            prefiltered: self.prefiltered,
+            key: self.key,
+            output: self.output,
+            max_level: self.max_level,
         }
     }
 
@@ -151,12 +207,20 @@ impl<W> PipelineLayer<W> {
 
     /// Which ordinary events become `log` lines (`LOG_LEVEL`). ERROR events
     /// still mark their stage as failed when the filter hides their line.
+    /// The filter is this layer's alone: other layers still see every event.
     #[must_use]
     pub fn with_log_filter(mut self, filter: EnvFilter) -> Self {
         // `EnvFilter` shows its directives as they were parsed; span-based
         // ones, and only those, carry a `[...]` part.
         self.filter_follows_spans = filter.to_string().contains('[');
         self.log_filter = Some(filter);
+        self
+    }
+
+    /// Marks the log filter as applied already, by a per-layer filter in
+    /// front of the layer, to every event below ERROR.
+    pub(crate) fn prefiltered(mut self) -> Self {
+        self.prefiltered = true;
         self
     }
 
@@ -181,6 +245,7 @@ struct Scratch {
     line: Vec<u8>,
     message: Vec<u8>,
     metadata: Vec<u8>,
+    entries: Vec<(&'static str, usize)>,
 }
 
 /// Whether the layer is already at work on this thread: whatever the writer
@@ -223,14 +288,7 @@ impl<W> PipelineLayer<W>
 where
     W: for<'w> MakeWriter<'w> + 'static,
 {
-    fn write(&self, meta: &Metadata<'_>, line: &[u8]) {
-        let mut writer = self.make_writer.make_writer_for(meta);
-        if let Err(e) = writer.write_all(line) {
-            diag::write_failed(&e);
-        }
-    }
-
-    fn emit_lifecycle(&self, scratch: &mut Scratch, meta: &Metadata<'_>, e: &Lifecycle<'_>) {
+    fn emit_lifecycle(&self, scratch: &mut Scratch, e: &Lifecycle<'_>) {
         let buf = &mut scratch.line;
         buf.clear();
         let now = SystemTime::now();
@@ -238,7 +296,7 @@ where
             Format::Json => line::lifecycle_json(buf, now, e),
             Format::Human => line::lifecycle_human(buf, now, self.ansi, e),
         }
-        self.write(meta, buf);
+        self.output.write(buf, || self.make_writer.make_writer());
     }
 
     fn log_enabled<S>(&self, meta: &Metadata<'_>, ctx: &Context<'_, S>) -> bool
@@ -250,14 +308,50 @@ where
             Some(f) => Filter::<S>::enabled(f, meta, ctx),
         }
     }
+
+    /// Warns once when the subscriber's filters cannot let this pipeline or
+    /// stage span through.
+    fn check_hidden(&self, meta: &Metadata<'_>) {
+        let most_verbose = self.max_level.load(Ordering::Relaxed);
+        if most_verbose != LEVEL_UNKNOWN
+            && level_code(LevelFilter::from_level(*meta.level())) > most_verbose
+        {
+            diag::hidden_span(meta.name(), *meta.level());
+        }
+    }
 }
 
-fn start_event(kind: SpanKind) -> EventKind {
-    if kind == SpanKind::Pipeline {
-        EventKind::PipelineStart
-    } else {
-        EventKind::LayerStart
-    }
+/// This layer's state of `span`.
+fn with_state<S, R>(span: &SpanRef<'_, S>, key: u32, f: impl FnOnce(&SpanState) -> R) -> Option<R>
+where
+    S: for<'a> LookupSpan<'a>,
+{
+    let ext = span.extensions();
+    ext.get::<States>().and_then(|all| all.get(key)).map(f)
+}
+
+fn with_state_mut<S, R>(
+    span: &SpanRef<'_, S>,
+    key: u32,
+    f: impl FnOnce(&mut SpanState) -> R,
+) -> Option<R>
+where
+    S: for<'a> LookupSpan<'a>,
+{
+    let mut ext = span.extensions_mut();
+    ext.get_mut::<States>()
+        .and_then(|all| all.get_mut(key))
+        .map(f)
+}
+
+fn report_late(late: LateIdentity, span: &str) {
+    let field = match late {
+        LateIdentity::None => return,
+        LateIdentity::Layer => "layer",
+        LateIdentity::LayerName => "layer_name",
+        LateIdentity::JobId => "job_id",
+    };
+    diag::late_identity(field, span);
 }
 
 impl<S, W> Layer<S> for PipelineLayer<W>
@@ -265,27 +359,30 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + 'static,
 {
-    fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
-        // Spans of every level are needed for their lifecycle, ERROR events
-        // for error attribution; the filter decides about the rest.
-        let Some(f) = &self.log_filter else {
-            return Interest::always();
-        };
-        // Asked for spans too: that is how `EnvFilter` learns the span
-        // callsites its span-based directives (`[stage]=debug`) match.
-        let interest = Filter::<S>::callsite_enabled(f, meta);
-        if meta.is_span() || *meta.level() == tracing::Level::ERROR {
-            Interest::always()
-        } else {
-            interest
+    fn on_layer(&mut self, subscriber: &mut S) {
+        // The filters added before this layer are inside `subscriber`; what
+        // they let through at most is all this layer can ever see.
+        if let Some(most_verbose) = subscriber.max_level_hint() {
+            self.max_level
+                .store(level_code(most_verbose), Ordering::Relaxed);
+            if most_verbose < LevelFilter::INFO {
+                diag::hidden_by_level(most_verbose);
+            }
         }
     }
 
-    fn enabled(&self, meta: &Metadata<'_>, ctx: Context<'_, S>) -> bool {
-        if meta.is_span() || *meta.level() == tracing::Level::ERROR {
-            return true;
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
+        // Asked for spans too: that is how `EnvFilter` learns the span
+        // callsites its span-based directives (`[stage]=debug`) match. Its
+        // answer is not passed on: the log filter is this layer's alone,
+        // and `on_event` applies it.
+        if let Some(f) = &self.log_filter {
+            let _ = Filter::<S>::callsite_enabled(f, meta);
         }
-        self.log_enabled(meta, &ctx)
+        if meta.is_span() && SpanKind::of(meta) != SpanKind::Plain {
+            self.check_hidden(meta);
+        }
+        Interest::always()
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
@@ -295,58 +392,27 @@ where
         if busy() {
             return;
         }
+        panic::forget_caught();
         let Some(span) = ctx.span(id) else { return };
-        let kind = SpanKind::of(attrs.metadata());
-        // What the parent knows: the job id, and which span owns errors.
-        let (job_id, owner, pipeline) = match span.parent() {
-            Some(parent) => {
-                let ext = parent.extensions();
-                match ext.get::<SpanState>() {
-                    Some(p) => {
-                        let owner = match p.kind {
-                            SpanKind::Plain => p.owner.clone(),
-                            _ => Some(parent.id()),
-                        };
-                        let pipeline = match p.kind {
-                            SpanKind::Pipeline => Some(parent.id()),
-                            SpanKind::Stage => p.owner.clone(),
-                            SpanKind::Plain => None,
-                        };
-                        (p.job_id.clone(), owner, pipeline)
-                    }
-                    None => (None, None, None),
-                }
-            }
-            None => (None, None, None),
-        };
-        let state = match kind {
-            SpanKind::Plain => SpanState {
-                kind,
-                job_id,
-                owner,
-                tracked: None,
-            },
-            _ => {
-                let mut fields = SpanFields::default();
-                attrs.record(&mut fields);
-                // A stage's owner is its pipeline. Under a plain span, find
-                // the pipeline through the plain span's owner.
-                let pipeline = match pipeline {
-                    Some(p) => Some(p),
-                    None => owner.and_then(|o| {
-                        let s = ctx.span(&o)?;
-                        let ext = s.extensions();
-                        let st = ext.get::<SpanState>()?;
-                        match st.kind {
-                            SpanKind::Pipeline => Some(o.clone()),
-                            _ => st.owner.clone(),
-                        }
-                    }),
-                };
-                SpanState::tracked(kind, attrs.metadata().name(), fields, job_id, pipeline)
-            }
-        };
-        span.extensions_mut().insert(state);
+        let meta = attrs.metadata();
+        let kind = SpanKind::of(meta);
+        let scope = span
+            .parent()
+            .and_then(|parent| with_state(&parent, self.key, |p| Scope::child_of(&parent.id(), p)))
+            .unwrap_or_default();
+        let mut fields = SpanFields::default();
+        if kind != SpanKind::Plain {
+            attrs.record(&mut fields);
+        }
+        let (state, bad_layer) = SpanState::new(kind, meta.name(), fields, scope);
+        if let Some(value) = bad_layer {
+            diag::bad_layer_value(&value);
+        }
+        let mut ext = span.extensions_mut();
+        match ext.get_mut::<States>() {
+            Some(all) => all.insert(self.key, state),
+            None => ext.insert(States::One(self.key, state)),
+        }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
@@ -362,9 +428,11 @@ where
         }
         let mut fields = SpanFields::default();
         values.record(&mut fields);
-        let mut ext = span.extensions_mut();
-        if let Some(state) = ext.get_mut::<SpanState>() {
-            state.record(fields);
+        if let Some((late, bad_layer)) = with_state_mut(&span, self.key, |s| s.record(fields)) {
+            report_late(late, span.name());
+            if let Some(value) = bad_layer {
+                diag::bad_layer_value(&value);
+            }
         }
     }
 
@@ -376,49 +444,67 @@ where
             return;
         }
         let Some(span) = ctx.span(id) else { return };
-        {
-            // Fast path, taken by every poll of an async stage after the
-            // first: a read lock and a check.
-            let ext = span.extensions();
-            match ext.get::<SpanState>() {
-                Some(SpanState {
-                    tracked: Some(t), ..
-                }) if t.started.is_none() => {}
-                _ => return,
+        // Fast path, taken by every poll of an async stage after the first:
+        // a read lock and a check. A stage without a job id yet looks for
+        // one its pipeline was given after the stage was created.
+        let Some(pipeline) = with_state(&span, self.key, |s| match s {
+            SpanState::Stage(st) if st.started.is_none() && st.scope.job_id.is_none() => {
+                Some(st.scope.pipeline.clone())
             }
-        }
+            s if s.awaits_first_enter() => Some(None),
+            _ => None,
+        })
+        .flatten() else {
+            return;
+        };
+        let late_job_id = pipeline
+            .and_then(|p| ctx.span(&p))
+            .and_then(|p| with_state(&p, self.key, |s| s.scope().job_id.clone()))
+            .flatten();
         guarded(|scratch| {
             let mut ext = span.extensions_mut();
-            let Some(state) = ext.get_mut::<SpanState>() else {
+            let Some(state) = ext
+                .get_mut::<States>()
+                .and_then(|all| all.get_mut(self.key))
+            else {
                 return;
             };
-            let kind = state.kind;
-            let job_id = state.job_id.clone();
-            let Some(t) = state.tracked.as_mut() else {
-                return;
-            };
-            if t.started.is_some() {
+            if state.enter(Instant::now()) == FirstEnter::Again {
                 return; // another thread got here first
             }
-            t.started = Some(Instant::now());
-            let stage = kind == SpanKind::Stage;
             // Written while the lock is held, so that no line about this
             // span from another thread can come before its start.
-            self.emit_lifecycle(
-                scratch,
-                span.metadata(),
-                &Lifecycle {
-                    kind: start_event(kind),
-                    layer: if stage { t.layer } else { None },
-                    layer_name: stage.then_some(&*t.name),
-                    job_id: job_id.as_deref(),
+            let e = match state {
+                SpanState::Plain(_) => return,
+                SpanState::Stage(s) => {
+                    if s.scope.job_id.is_none() {
+                        s.scope.job_id = late_job_id;
+                    }
+                    Lifecycle {
+                        kind: EventKind::LayerStart,
+                        layer: s.layer,
+                        layer_name: Some(&s.name),
+                        job_id: s.scope.job_id.as_deref(),
+                        status: None,
+                        duration_ms: None,
+                        error: None,
+                        metadata: &[],
+                        counts: None,
+                    }
+                }
+                SpanState::Pipeline(p) => Lifecycle {
+                    kind: EventKind::PipelineStart,
+                    layer: None,
+                    layer_name: None,
+                    job_id: p.scope.job_id.as_deref(),
                     status: None,
                     duration_ms: None,
                     error: None,
-                    metadata: if stage { &[] } else { &t.metadata },
+                    metadata: &p.metadata,
                     counts: None,
                 },
-            );
+            };
+            self.emit_lifecycle(scratch, &e);
         });
     }
 
@@ -430,122 +516,103 @@ where
             return;
         }
         if !std::thread::panicking() {
+            panic::forget_caught();
             return;
         }
         // A panic is unwinding out of this span: if it is a stage or a
-        // pipeline, the panic is its error (SPEC 4.3).
-        let Some(span) = ctx.span(id) else { return };
-        let mut ext = span.extensions_mut();
-        if let Some(SpanState {
-            tracked: Some(t), ..
-        }) = ext.get_mut::<SpanState>()
-        {
-            t.error = Some(panic::message());
+        // pipeline, the panic is its error.
+        if let Some(span) = ctx.span(id) {
+            with_state_mut(&span, self.key, |s| s.fail(panic::message()));
         }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let meta = event.metadata();
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let is_error = *meta.level() == tracing::Level::ERROR;
-        // Non-ERROR events reached us through `enabled`, which applied the
-        // filter already; ERROR events always come, for attribution.
-        let log = !is_error || self.log_enabled(meta, &ctx);
+        let log = (self.prefiltered && !is_error) || self.log_enabled(meta, &ctx);
+        if !log && !is_error {
+            return;
+        }
+        panic::forget_caught();
         guarded(|scratch| {
             let Scratch {
                 line: buf,
                 message,
                 metadata,
+                entries,
             } = scratch;
-            message.clear();
-            metadata.clear();
-            let mut visitor = EventFields {
-                format: self.format,
-                message,
-                metadata,
-                want_error: is_error,
-                raw_message: None,
-                raw_error: None,
-            };
+            let mut visitor = EventFields::new(self.format, message, metadata, entries, is_error);
             event.record(&mut visitor);
-            let EventFields {
-                raw_message,
-                raw_error,
-                ..
-            } = visitor;
+            let (raw_message, raw_error) = (visitor.raw_message.take(), visitor.raw_error.take());
+            drop(visitor);
 
-            // `#[instrument(err)]` events have an `error` field and no
-            // message: the error text is the message then.
-            if message.is_empty() {
-                if let Some(text) = raw_error.as_deref() {
-                    match self.format {
-                        Format::Json => fields::write_json_str(message, text),
-                        Format::Human => message.extend_from_slice(text.as_bytes()),
-                    }
-                }
-            }
-            // The span that owns this event: the innermost stage or
-            // pipeline around it. It carries the job id too.
-            let owner = ctx.event_span(event).and_then(|span| {
-                let plain_owner = {
-                    let ext = span.extensions();
-                    match ext.get::<SpanState>()? {
-                        SpanState {
-                            kind: SpanKind::Plain,
-                            owner,
-                            ..
-                        } => Some(owner.clone()?),
-                        _ => None,
-                    }
-                };
-                match plain_owner {
-                    Some(o) => ctx.span(&o),
-                    None => Some(span),
-                }
-            });
+            let span = ctx.event_span(event);
             if is_error {
-                if let Some(span) = &owner {
-                    if let Some(SpanState {
-                        tracked: Some(t), ..
-                    }) = span.extensions_mut().get_mut::<SpanState>()
-                    {
-                        t.error = Some(
-                            raw_error
-                                .or(raw_message)
-                                .unwrap_or_else(|| meta.name().to_owned()),
-                        );
-                    }
+                // Charged to the innermost stage or pipeline around it.
+                let owner = span
+                    .as_ref()
+                    .and_then(|s| {
+                        with_state(s, self.key, |st| match st.is_tracked() {
+                            true => Some(s.id()),
+                            false => st.scope().owner.clone(),
+                        })
+                    })
+                    .flatten()
+                    .and_then(|id| ctx.span(&id));
+                if let Some(owner) = owner {
+                    let text = raw_error
+                        .or(raw_message)
+                        .unwrap_or_else(|| meta.name().to_owned());
+                    with_state_mut(&owner, self.key, |s| s.fail(text));
                 }
             }
             if !log {
                 return;
             }
-            let ext = owner.as_ref().map(|s| s.extensions());
-            let state = ext.as_ref().and_then(|e| e.get::<SpanState>());
-            let stage = match state {
-                Some(SpanState {
-                    kind: SpanKind::Stage,
-                    tracked: Some(t),
-                    ..
-                }) => Some(t),
-                _ => None,
-            };
-            let e = LogLine {
-                level: meta.level(),
-                target: meta.target(),
-                message,
-                job_id: state.and_then(|s| s.job_id.as_deref()),
-                layer: stage.and_then(|t| t.layer),
-                layer_name: stage.map(|t| &*t.name),
-                metadata,
-            };
-            buf.clear();
-            let now = SystemTime::now();
-            match self.format {
-                Format::Json => line::log_json(buf, now, &e),
-                Format::Human => line::log_human(buf, now, self.ansi, &e),
+            {
+                let ext = span.as_ref().map(|s| s.extensions());
+                let state = ext
+                    .as_ref()
+                    .and_then(|e| e.get::<States>())
+                    .and_then(|all| all.get(self.key));
+                // The innermost stage around the event: the span itself, or
+                // the one its scope names (through plain spans and nested
+                // pipelines).
+                let outer_stage = match state {
+                    Some(SpanState::Stage(_)) | None => None,
+                    Some(other) => other.scope().stage.as_ref().and_then(|id| ctx.span(id)),
+                };
+                let outer_ext = outer_stage.as_ref().map(|s| s.extensions());
+                let stage: Option<&Stage> = match state {
+                    Some(SpanState::Stage(s)) => Some(s),
+                    _ => match outer_ext
+                        .as_ref()
+                        .and_then(|e| e.get::<States>())
+                        .and_then(|all| all.get(self.key))
+                    {
+                        Some(SpanState::Stage(s)) => Some(s),
+                        _ => None,
+                    },
+                };
+                let e = LogLine {
+                    level: *meta.level(),
+                    target: meta.target(),
+                    message,
+                    job_id: state.and_then(|s| s.scope().job_id.as_deref()),
+                    layer: stage.and_then(|s| s.layer),
+                    layer_name: stage.map(|s| &*s.name),
+                    metadata,
+                };
+                buf.clear();
+                let now = SystemTime::now();
+                match self.format {
+                    Format::Json => line::log_json(buf, now, &e),
+                    Format::Human => line::log_human(buf, now, self.ansi, &e),
+                }
             }
-            drop(ext);
-            self.write(meta, buf);
+            self.output
+                .write(buf, || self.make_writer.make_writer_for(meta));
         });
     }
 
@@ -558,91 +625,70 @@ where
         }
         let Some(span) = ctx.span(&id) else { return };
         // Taking the state out frees it with the span's last line.
-        let Some(state) = span.extensions_mut().remove::<SpanState>() else {
-            return;
+        let (state, cancelled) = {
+            let mut ext = span.extensions_mut();
+            let Some(all) = ext.get_mut::<States>() else {
+                return;
+            };
+            let (state, none_left) = all.remove(self.key);
+            if none_left {
+                ext.remove::<States>();
+            }
+            (state, ext.get_mut::<crate::stage::Cancelled>().is_some())
         };
-        let SpanState {
-            kind,
-            job_id,
-            owner,
-            tracked: Some(mut t),
-        } = state
-        else {
-            return;
-        };
+        let Some(mut state) = state else { return };
         if std::thread::panicking() {
-            t.error = Some(panic::message());
+            state.fail(panic::message());
+        } else if cancelled {
+            state.fail(crate::stage::CANCELLED.to_owned());
         }
-        guarded(|scratch| match kind {
-            SpanKind::Stage => {
-                if t.started.is_none() && !t.skipped {
+        guarded(|scratch| match state {
+            SpanState::Plain(_) => {}
+            SpanState::Stage(s) => {
+                if s.started.is_none() && !s.skipped {
                     return; // never entered, never skipped: nothing happened
                 }
-                // A skip is a decision, not a failure (SPEC 4.4): it wins
-                // over an error, and a skipped stage that never ran has no
-                // duration to report with an error.
-                let (event, status) = if t.skipped {
-                    (EventKind::LayerSkip, Status::Skipped)
-                } else if t.error.is_some() {
-                    (EventKind::LayerError, Status::Error)
-                } else {
-                    (EventKind::LayerComplete, Status::Success)
-                };
+                let (kind, status) = stage_end(s.skipped, s.error.is_some());
                 self.emit_lifecycle(
                     scratch,
-                    span.metadata(),
                     &Lifecycle {
-                        kind: event,
-                        layer: t.layer,
-                        layer_name: Some(&t.name),
-                        job_id: job_id.as_deref(),
+                        kind,
+                        layer: s.layer,
+                        layer_name: Some(&s.name),
+                        job_id: s.scope.job_id.as_deref(),
                         status: Some(status),
-                        duration_ms: t.started.map(millis),
-                        error: t.error.as_deref().filter(|_| status == Status::Error),
-                        metadata: &t.metadata,
+                        // A skipped stage that never ran has no duration.
+                        duration_ms: s.started.map(millis),
+                        error: s.error.as_deref().filter(|_| kind == EventKind::LayerError),
+                        metadata: &s.metadata,
                         counts: None,
                     },
                 );
-                let pipeline = owner.as_ref().and_then(|p| ctx.span(p));
-                if let Some(pipeline) = pipeline {
-                    if let Some(SpanState {
-                        tracked: Some(p), ..
-                    }) = pipeline.extensions_mut().get_mut::<SpanState>()
-                    {
-                        match status {
-                            Status::Error => p.failed += 1,
-                            Status::Skipped => p.skipped_layers += 1,
-                            _ => p.completed += 1,
+                if let Some(pipeline) = s.scope.pipeline.as_ref().and_then(|p| ctx.span(p)) {
+                    with_state_mut(&pipeline, self.key, |p| {
+                        if let SpanState::Pipeline(p) = p {
+                            p.counts.add(status);
                         }
-                    }
+                    });
                 }
             }
-            SpanKind::Pipeline => {
-                let Some(started) = t.started else { return };
-                let status = if t.error.is_some() {
-                    Status::Error
-                } else if t.failed > 0 {
-                    Status::Partial
-                } else {
-                    Status::Success
-                };
+            SpanState::Pipeline(p) => {
+                let Some(started) = p.started else { return };
                 self.emit_lifecycle(
                     scratch,
-                    span.metadata(),
                     &Lifecycle {
                         kind: EventKind::PipelineComplete,
                         layer: None,
                         layer_name: None,
-                        job_id: job_id.as_deref(),
-                        status: Some(status),
+                        job_id: p.scope.job_id.as_deref(),
+                        status: Some(p.status()),
                         duration_ms: Some(millis(started)),
-                        error: t.error.as_deref(),
-                        metadata: &t.metadata,
-                        counts: Some([t.completed, t.failed, t.skipped_layers]),
+                        error: p.error.as_deref(),
+                        metadata: &p.metadata,
+                        counts: Some(p.counts),
                     },
                 );
             }
-            SpanKind::Plain => {}
         });
     }
 }

@@ -1,17 +1,40 @@
-//! Panic messages for `layer_error` (SPEC 4.3).
+//! Panic messages for `layer_error`.
 //!
 //! The layer sees a panic as a stage span exited or closed while its thread
 //! is unwinding. The message itself is only available to a panic hook:
-//! [`install_hook`] (called by [`crate::init`]) keeps the last panic message
-//! of each thread, and chains to the hook that was there before, so the
-//! usual report on stderr still appears. Without the hook the error is
-//! `panicked`.
+//! [`install_hook`] (called by [`crate::init`]) keeps the message of the
+//! panic that started on this thread, and chains to the hook that was there
+//! before, so the usual report on stderr still appears. Without the hook
+//! the error is `panicked`.
+//!
+//! A panic re-raised with `std::panic::resume_unwind` (rayon, a tokio
+//! `JoinError::into_panic`) runs no hook. So that it is never reported with
+//! the message of an earlier panic that was caught, the kept message is
+//! forgotten as soon as the layer sees this thread at work again without
+//! unwinding ([`forget_caught`]); such a panic is reported as `panicked`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Once;
 
 thread_local! {
     static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// Whether `LAST_PANIC` holds a message: one cheap check on the hot path.
+    static HAS_MESSAGE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Forgets the kept message unless this thread is unwinding: a panic that
+/// is no longer unwinding was caught, and its message must not be given to
+/// a later, different one.
+#[inline]
+pub(crate) fn forget_caught() {
+    if HAS_MESSAGE.try_with(Cell::get).unwrap_or(false) && !std::thread::panicking() {
+        let _ = HAS_MESSAGE.try_with(|h| h.set(false));
+        let _ = LAST_PANIC.try_with(|p| {
+            if let Ok(mut p) = p.try_borrow_mut() {
+                *p = None;
+            }
+        });
+    }
 }
 
 /// The message of the panic unwinding on this thread, or `panicked`.
@@ -43,6 +66,7 @@ pub fn install_hook() {
                     *p = text;
                 }
             });
+            let _ = HAS_MESSAGE.try_with(|h| h.set(true));
             previous(info);
         }));
     });
