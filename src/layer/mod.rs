@@ -167,11 +167,14 @@ impl<W> PipelineLayer<W> {
     /// Each line is handed to one writer in one piece, and the layer writes
     /// one line at a time (it holds its own lock while writing), so lines
     /// from different threads never interleave, whatever the writer, as
-    /// long as nothing else writes to the same destination. Lifecycle lines
-    /// are written through [`MakeWriter::make_writer`], `log` lines through
-    /// [`MakeWriter::make_writer_for`] with the event's metadata, so a
-    /// level-routing writer (`MakeWriterExt::with_max_level`) routes `log`
-    /// lines and never drops a stage's lifecycle.
+    /// long as nothing else writes to the same destination.
+    ///
+    /// The writer is chosen with [`MakeWriter::make_writer_for`]: `log`
+    /// lines with their event's metadata; lifecycle lines with metadata of
+    /// target `tracing_pipeline` at level INFO (ERROR for `layer_error` and
+    /// a failed `pipeline_complete`), whatever the span's own level. So a
+    /// level-routing writer (`MakeWriterExt::with_max_level(Level::INFO)`)
+    /// drops debug `log` lines but never a `debug_span!` stage's lifecycle.
     #[must_use]
     pub fn with_writer<W2>(self, make_writer: W2) -> PipelineLayer<W2>
     where
@@ -296,7 +299,11 @@ where
             Format::Json => line::lifecycle_json(buf, now, e),
             Format::Human => line::lifecycle_human(buf, now, self.ansi, e),
         }
-        self.output.write(buf, || self.make_writer.make_writer());
+        let failed = e.status == Some(crate::event::Status::Error);
+        self.output.write(buf, || {
+            self.make_writer
+                .make_writer_for(output::lifecycle_metadata(failed))
+        });
     }
 
     fn log_enabled<S>(&self, meta: &Metadata<'_>, ctx: &Context<'_, S>) -> bool
