@@ -30,6 +30,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use tracing::span::{Attributes, Id, Record};
@@ -50,7 +51,7 @@ use output::Output;
 #[cfg(feature = "runner")]
 pub(crate) use line::timestamp;
 pub(crate) use state::SpanKind;
-use state::{stage_end, FirstEnter, LateIdentity, Scope, SpanState, Stage, States};
+use state::{stage_end, FirstEnter, LateIdentity, Pipeline, Scope, SpanState, Stage, States};
 
 /// A [`tracing_subscriber::Layer`] that turns pipeline and stage spans into
 /// JSON lines: `pipeline_start`, `layer_start`, `layer_complete`,
@@ -291,8 +292,7 @@ impl<W> PipelineLayer<W>
 where
     W: for<'w> MakeWriter<'w> + 'static,
 {
-    fn emit_lifecycle(&self, scratch: &mut Scratch, e: &Lifecycle<'_>) {
-        let buf = &mut scratch.line;
+    fn emit_lifecycle(&self, buf: &mut Vec<u8>, e: &Lifecycle<'_>) {
         buf.clear();
         let now = SystemTime::now();
         match self.format {
@@ -325,6 +325,49 @@ where
         {
             diag::hidden_span(meta.name(), *meta.level());
         }
+    }
+}
+
+impl<W> PipelineLayer<W>
+where
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    /// The job id of the pipeline `id`, for a line inside it that has none
+    /// yet; writes the pipeline's pending `pipeline_start` first.
+    fn pipeline_job_id<S>(
+        &self,
+        buf: &mut Vec<u8>,
+        ctx: &Context<'_, S>,
+        id: &Id,
+    ) -> Option<Arc<str>>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let span = ctx.span(id)?;
+        with_state_mut(&span, self.key, |s| match s {
+            SpanState::Pipeline(p) => {
+                if p.announce() {
+                    self.emit_lifecycle(buf, &pipeline_start(p));
+                }
+                p.scope.job_id.clone()
+            }
+            _ => None,
+        })
+        .flatten()
+    }
+}
+
+fn pipeline_start(p: &Pipeline) -> Lifecycle<'_> {
+    Lifecycle {
+        kind: EventKind::PipelineStart,
+        layer: None,
+        layer_name: None,
+        job_id: p.scope.job_id.as_deref(),
+        status: None,
+        duration_ms: None,
+        error: None,
+        metadata: &p.metadata,
+        counts: None,
     }
 }
 
@@ -435,7 +478,15 @@ where
         }
         let mut fields = SpanFields::default();
         values.record(&mut fields);
-        if let Some((late, bad_layer)) = with_state_mut(&span, self.key, |s| s.record(fields)) {
+        let recorded = with_state_mut(&span, self.key, |s| {
+            let (late, bad_layer, announce) = s.record(fields);
+            if let (true, SpanState::Pipeline(p)) = (announce, &*s) {
+                // The job id came after the first enter: the start now.
+                guarded(|scratch| self.emit_lifecycle(&mut scratch.line, &pipeline_start(p)));
+            }
+            (late, bad_layer)
+        });
+        if let Some((late, bad_layer)) = recorded {
             report_late(late, span.name());
             if let Some(value) = bad_layer {
                 diag::bad_layer_value(&value);
@@ -464,11 +515,9 @@ where
         .flatten() else {
             return;
         };
-        let late_job_id = pipeline
-            .and_then(|p| ctx.span(&p))
-            .and_then(|p| with_state(&p, self.key, |s| s.scope().job_id.clone()))
-            .flatten();
         guarded(|scratch| {
+            let late_job_id =
+                pipeline.and_then(|p| self.pipeline_job_id(&mut scratch.line, &ctx, &p));
             let mut ext = span.extensions_mut();
             let Some(state) = ext
                 .get_mut::<States>()
@@ -476,8 +525,11 @@ where
             else {
                 return;
             };
-            if state.enter(Instant::now()) == FirstEnter::Again {
-                return; // another thread got here first
+            match state.enter(Instant::now()) {
+                FirstEnter::Start => {}
+                // Another thread got here first, or the pipeline waits for
+                // its job id.
+                FirstEnter::Again | FirstEnter::Pending => return,
             }
             // Written while the lock is held, so that no line about this
             // span from another thread can come before its start.
@@ -499,19 +551,9 @@ where
                         counts: None,
                     }
                 }
-                SpanState::Pipeline(p) => Lifecycle {
-                    kind: EventKind::PipelineStart,
-                    layer: None,
-                    layer_name: None,
-                    job_id: p.scope.job_id.as_deref(),
-                    status: None,
-                    duration_ms: None,
-                    error: None,
-                    metadata: &p.metadata,
-                    counts: None,
-                },
+                SpanState::Pipeline(p) => pipeline_start(p),
             };
-            self.emit_lifecycle(scratch, &e);
+            self.emit_lifecycle(&mut scratch.line, &e);
         });
     }
 
@@ -577,6 +619,18 @@ where
             if !log {
                 return;
             }
+            // A line inside a pipeline whose job id came late (or not yet).
+            let pending = span
+                .as_ref()
+                .and_then(|s| {
+                    with_state(s, self.key, |st| match st {
+                        SpanState::Pipeline(p) if !p.announced => Some(s.id()),
+                        st if st.scope().job_id.is_none() => st.scope().pipeline.clone(),
+                        _ => None,
+                    })
+                })
+                .flatten();
+            let late_job_id = pending.and_then(|p| self.pipeline_job_id(buf, &ctx, &p));
             {
                 let ext = span.as_ref().map(|s| s.extensions());
                 let state = ext
@@ -606,7 +660,9 @@ where
                     level: *meta.level(),
                     target: meta.target(),
                     message,
-                    job_id: state.and_then(|s| s.scope().job_id.as_deref()),
+                    job_id: state
+                        .and_then(|s| s.scope().job_id.as_deref())
+                        .or(late_job_id.as_deref()),
                     layer: stage.and_then(|s| s.layer),
                     layer_name: stage.map(|s| &*s.name),
                     metadata,
@@ -657,7 +713,7 @@ where
                 }
                 let (kind, status) = stage_end(s.skipped, s.error.is_some());
                 self.emit_lifecycle(
-                    scratch,
+                    &mut scratch.line,
                     &Lifecycle {
                         kind,
                         layer: s.layer,
@@ -679,10 +735,13 @@ where
                     });
                 }
             }
-            SpanState::Pipeline(p) => {
+            SpanState::Pipeline(mut p) => {
                 let Some(started) = p.started else { return };
+                if p.announce() {
+                    self.emit_lifecycle(&mut scratch.line, &pipeline_start(&p));
+                }
                 self.emit_lifecycle(
-                    scratch,
+                    &mut scratch.line,
                     &Lifecycle {
                         kind: EventKind::PipelineComplete,
                         layer: None,

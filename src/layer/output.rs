@@ -83,6 +83,54 @@ fn write_counting(writer: &mut impl Write, mut buf: &[u8]) -> (usize, io::Result
     (written, Ok(()))
 }
 
+/// The metadata a lifecycle line is routed with ([`MakeWriter::make_writer_for`]):
+/// target `tracing_pipeline`, level INFO, or ERROR for `layer_error` and a
+/// failed `pipeline_complete`, whatever the span's own level, so that a
+/// level-routing writer never drops a `debug_span!` stage's lifecycle.
+///
+/// [`MakeWriter::make_writer_for`]: tracing_subscriber::fmt::MakeWriter::make_writer_for
+pub(super) fn lifecycle_metadata(failed: bool) -> &'static Metadata<'static> {
+    if failed {
+        &LIFECYCLE_ERROR
+    } else {
+        &LIFECYCLE_INFO
+    }
+}
+
+struct LifecycleCallsite(bool);
+
+impl Callsite for LifecycleCallsite {
+    fn set_interest(&self, _: Interest) {}
+    fn metadata(&self) -> &Metadata<'_> {
+        lifecycle_metadata(self.0)
+    }
+}
+
+static INFO_CALLSITE: LifecycleCallsite = LifecycleCallsite(false);
+static ERROR_CALLSITE: LifecycleCallsite = LifecycleCallsite(true);
+
+static LIFECYCLE_INFO: Metadata<'static> = Metadata::new(
+    "lifecycle",
+    "tracing_pipeline",
+    Level::INFO,
+    Some(file!()),
+    Some(line!()),
+    Some(module_path!()),
+    FieldSet::new(&[], Identifier(&INFO_CALLSITE)),
+    Kind::EVENT,
+);
+
+static LIFECYCLE_ERROR: Metadata<'static> = Metadata::new(
+    "lifecycle",
+    "tracing_pipeline",
+    Level::ERROR,
+    Some(file!()),
+    Some(line!()),
+    Some(module_path!()),
+    FieldSet::new(&[], Identifier(&ERROR_CALLSITE)),
+    Kind::EVENT,
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,51 +185,3 @@ mod tests {
         assert_eq!(disk.data, b"{\"b\":2}\n");
     }
 }
-
-/// The metadata a lifecycle line is routed with ([`MakeWriter::make_writer_for`]):
-/// target `tracing_pipeline`, level INFO, or ERROR for `layer_error` and a
-/// failed `pipeline_complete`, whatever the span's own level, so that a
-/// level-routing writer never drops a `debug_span!` stage's lifecycle.
-///
-/// [`MakeWriter::make_writer_for`]: tracing_subscriber::fmt::MakeWriter::make_writer_for
-pub(super) fn lifecycle_metadata(failed: bool) -> &'static Metadata<'static> {
-    if failed {
-        &LIFECYCLE_ERROR
-    } else {
-        &LIFECYCLE_INFO
-    }
-}
-
-struct LifecycleCallsite(bool);
-
-impl Callsite for LifecycleCallsite {
-    fn set_interest(&self, _: Interest) {}
-    fn metadata(&self) -> &Metadata<'_> {
-        lifecycle_metadata(self.0)
-    }
-}
-
-static INFO_CALLSITE: LifecycleCallsite = LifecycleCallsite(false);
-static ERROR_CALLSITE: LifecycleCallsite = LifecycleCallsite(true);
-
-static LIFECYCLE_INFO: Metadata<'static> = Metadata::new(
-    "lifecycle",
-    "tracing_pipeline",
-    Level::INFO,
-    Some(file!()),
-    Some(line!()),
-    Some(module_path!()),
-    FieldSet::new(&[], Identifier(&INFO_CALLSITE)),
-    Kind::EVENT,
-);
-
-static LIFECYCLE_ERROR: Metadata<'static> = Metadata::new(
-    "lifecycle",
-    "tracing_pipeline",
-    Level::ERROR,
-    Some(file!()),
-    Some(line!()),
-    Some(module_path!()),
-    FieldSet::new(&[], Identifier(&ERROR_CALLSITE)),
-    Kind::EVENT,
-);

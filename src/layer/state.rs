@@ -153,6 +153,9 @@ pub(crate) enum FirstEnter {
     Again,
     /// The first enter: write the start event.
     Start,
+    /// The first enter of a pipeline whose job id is not known yet: its
+    /// start waits for the id (or for the first line inside it).
+    Pending,
 }
 
 /// A field recorded after the span's identity was frozen (first enter).
@@ -185,10 +188,14 @@ pub(crate) struct Stage {
 /// The state of a pipeline span.
 #[derive(Debug)]
 pub(crate) struct Pipeline {
-    /// `scope.job_id` is the pipeline's own (frozen at the first enter), or
-    /// the enclosing pipeline's when it has none.
+    /// `scope.job_id` is the pipeline's own (frozen once `pipeline_start`
+    /// is out), or the enclosing pipeline's when it has none.
     pub(crate) scope: Scope,
     pub(crate) started: Option<Instant>,
+    /// Whether `pipeline_start` is out. A pipeline entered before its job
+    /// id was recorded (`#[instrument(fields(job_id = Empty))]`) writes it
+    /// when the id comes, or with the first line inside it, or at its end.
+    pub(crate) announced: bool,
     pub(crate) metadata: Vec<(&'static str, FieldValue)>,
     pub(crate) error: Option<String>,
     pub(crate) counts: StageCounts,
@@ -258,6 +265,7 @@ impl SpanState {
                     started: None,
                     metadata: fields.metadata,
                     error: fields.error,
+                    announced: false,
                     counts: StageCounts::default(),
                 };
                 (SpanState::Pipeline(pipeline), None)
@@ -287,18 +295,31 @@ impl SpanState {
         }
     }
 
-    /// Marks the first enter; from here on the identity is frozen.
+    /// Marks the first enter; from here on a stage's identity is frozen,
+    /// and a pipeline's once its start is out.
     pub(crate) fn enter(&mut self, now: Instant) -> FirstEnter {
-        let started = match self {
-            SpanState::Plain(_) => return FirstEnter::Again,
-            SpanState::Stage(s) => &mut s.started,
-            SpanState::Pipeline(p) => &mut p.started,
-        };
-        if started.is_some() {
-            return FirstEnter::Again;
+        match self {
+            SpanState::Plain(_) => FirstEnter::Again,
+            SpanState::Stage(s) => {
+                if s.started.is_some() {
+                    return FirstEnter::Again;
+                }
+                s.started = Some(now);
+                FirstEnter::Start
+            }
+            SpanState::Pipeline(p) => {
+                if p.started.is_some() {
+                    return FirstEnter::Again;
+                }
+                p.started = Some(now);
+                if p.scope.job_id.is_some() {
+                    p.announced = true;
+                    FirstEnter::Start
+                } else {
+                    FirstEnter::Pending
+                }
+            }
         }
-        *started = Some(now);
-        FirstEnter::Start
     }
 
     /// Charges an error (an ERROR event, an `error` field, a panic).
@@ -314,9 +335,16 @@ impl SpanState {
     /// (`layer`, `layer_name`, a pipeline's `job_id`) is frozen once the span
     /// has been entered, so that its start and terminal lines agree: a later
     /// change is not applied, and reported.
-    pub(crate) fn record(&mut self, fields: SpanFields) -> (LateIdentity, Option<FieldValue>) {
+    ///
+    /// Returns what changed too late, a `layer` value that is not a number,
+    /// and whether a pending `pipeline_start` is due now (its job id came).
+    pub(crate) fn record(
+        &mut self,
+        fields: SpanFields,
+    ) -> (LateIdentity, Option<FieldValue>, bool) {
         let mut late = LateIdentity::None;
         let mut bad = None;
+        let mut announce = false;
         match self {
             SpanState::Plain(_) => {}
             SpanState::Stage(s) => {
@@ -350,12 +378,13 @@ impl SpanState {
             }
             SpanState::Pipeline(p) => {
                 if let Some(job) = fields.job_id {
-                    if p.started.is_some() {
+                    if p.announced {
                         if p.scope.job_id.as_deref() != Some(job.as_str()) {
                             late = LateIdentity::JobId;
                         }
                     } else {
                         p.scope.job_id = Some(Arc::from(job));
+                        announce = p.announce();
                     }
                 }
                 if let Some(e) = fields.error {
@@ -366,11 +395,19 @@ impl SpanState {
                 }
             }
         }
-        (late, bad)
+        (late, bad, announce)
     }
 }
 
 impl Pipeline {
+    /// Whether a pending `pipeline_start` is to be written now (the
+    /// pipeline has started and its start is not out yet); marks it out.
+    pub(crate) fn announce(&mut self) -> bool {
+        let due = self.started.is_some() && !self.announced;
+        self.announced |= due;
+        due
+    }
+
     /// The status of `pipeline_complete`.
     pub(crate) fn status(&self) -> Status {
         if self.error.is_some() {
@@ -514,9 +551,32 @@ mod tests {
             ..SpanFields::default()
         };
         p.record(job("a"));
-        p.enter(Instant::now());
+        assert_eq!(p.enter(Instant::now()), FirstEnter::Start);
         assert_eq!(p.record(job("b")).0, LateIdentity::JobId);
         assert_eq!(p.scope().job_id.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_pipeline_entered_without_a_job_id_starts_when_the_id_comes() {
+        let (mut p, _) = SpanState::new(
+            SpanKind::Pipeline,
+            "pipeline",
+            SpanFields::default(),
+            Scope::default(),
+        );
+        assert_eq!(p.enter(Instant::now()), FirstEnter::Pending);
+        let job = SpanFields {
+            job_id: Some("j".into()),
+            ..SpanFields::default()
+        };
+        let (late, _, announce) = p.record(job);
+        assert_eq!(late, LateIdentity::None);
+        assert!(announce, "the start is due now");
+        assert_eq!(p.scope().job_id.as_deref(), Some("j"));
+        let SpanState::Pipeline(p) = &mut p else {
+            unreachable!()
+        };
+        assert!(!p.announce(), "only once");
     }
 
     #[test]
