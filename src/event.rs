@@ -266,7 +266,7 @@ impl fmt::Display for PipelineEvent {
 
 impl Serialize for PipelineEvent {
     /// Key order is part of the contract: `timestamp`, `event`, then the keys
-    /// of SPEC section 3 in the order of its table, which differs for `log`.
+    /// of the schema in the order of its table, which differs for `log`.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("timestamp", &self.timestamp)?;

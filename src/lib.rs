@@ -62,9 +62,68 @@
 //! | `log` | an ordinary event passes `LOG_LEVEL` | |
 //!
 //! `duration_ms` is wall-clock time from first enter to close, `.await`s
-//! included. The full schema, field by field, is in `docs/schema.md`, and
-//! as a JSON Schema in `docs/event.schema.json`; [`PipelineEvent`] reads and
-//! writes the lines.
+//! included. The full schema, key by key, and every rule of how stages and
+//! pipelines end is the [`schema`] page (also in the repository as
+//! `docs/schema.md`, and as a JSON Schema in `docs/event.schema.json`);
+//! [`PipelineEvent`] reads and writes the lines.
+//!
+//! # Adding it to an existing subscriber
+//!
+//! [`init`] installs a subscriber of its own. A service that already has
+//! one adds [`PipelineLayer`] to it. The one thing to change: a **global
+//! filter** (an `EnvFilter` added with `.with(...)`, or
+//! `fmt().with_env_filter(...)`) disables what it does not enable for every
+//! layer, so with `RUST_LOG` unset (ERROR only) no pipeline line is written
+//! at all, and with `RUST_LOG=info` a `debug_span!` stage vanishes. Wrap it
+//! with [`keep_stages`], which passes every pipeline and stage span and
+//! leaves everything else to your filter:
+//!
+//! ```
+//! use tracing_subscriber::{fmt, prelude::*, EnvFilter};
+//!
+//! // Before: tracing_subscriber::fmt().with_env_filter(EnvFilter::from_default_env()).init();
+//! tracing_subscriber::registry()
+//!     .with(tracing_pipeline::keep_stages(EnvFilter::from_default_env()))
+//!     .with(fmt::layer())
+//!     .with(tracing_pipeline::PipelineLayer::new())
+//! #   ;
+//! #   let _ = ();
+//! //  .init();
+//! ```
+//!
+//! Compositions that work, each with a test in `tests/test_stacks.rs`:
+//!
+//! | you have | what to write |
+//! |---|---|
+//! | a global `EnvFilter`, before or after the layer | `.with(keep_stages(filter))` |
+//! | `fmt` beside it | as above; `fmt` prints what your filter enables, as before |
+//! | a per-layer filter on `fmt` (`fmt::layer().with_filter(f)`) | nothing: it does not touch this layer |
+//! | `LOG_LEVEL` for this layer only | [`Config::filtered_layer`] (what `init` uses) or [`PipelineLayer::with_log_filter`]: neither hides events from other layers |
+//! | a `reload` handle | `reload::Layer::new(keep_stages(filter))`; change it with `handle.modify(\|f\| *f.inner_mut() = new)` |
+//! | two destinations | two `PipelineLayer`s (each writes every line), or one with `MakeWriterExt::and` |
+//! | a level-routing writer (`with_max_level`) | nothing: lifecycle lines are routed at INFO (ERROR when failed), `log` lines at their level |
+//! | `tracing-error`'s `ErrorLayer`, `tracing-appender`'s `non_blocking` | nothing: add them as usual |
+//!
+//! Do not put a level filter directly in front of the layer
+//! (`PipelineLayer::new().with_filter(LevelFilter::INFO)`): it hides
+//! `debug_span!` stages from it. When the layer can tell that filters hide
+//! spans from it (the subscriber it is added to enables nothing more
+//! verbose than WARN), it says so once on stderr. It cannot tell when a
+//! global `info` filter hides a `debug_span!` stage: the macro skips the
+//! call site before any layer hears of it.
+//!
+//! `log` records: [`init`] bridges the `log` crate (as `fmt().init()` does),
+//! so dependencies that log through `log` appear as `log` lines with their
+//! real target, inside the running stage. In a subscriber of your own,
+//! install `tracing_log::LogTracer` as you would for `fmt`.
+//!
+//! # Stages that are cut off
+//!
+//! A stage future dropped before it finished (a `tokio::time::timeout`, a
+//! losing `select!` branch, an aborted task) closes its span like one that
+//! finished, so plain `.instrument(span)` reports `layer_complete`. Run
+//! stages with [`StageExt::stage`] instead, and such a stage ends in
+//! `layer_error` with `"error":"cancelled"`.
 //!
 //! # Environment
 //!
@@ -80,10 +139,16 @@
 //!
 //! # Guarantees
 //!
-//! Each line is written with a single `write_all` (lines never interleave)
-//! to stdout by default, or to any [`MakeWriter`](tracing_subscriber::fmt::MakeWriter).
-//! The layer never panics, never fails the instrumented code, and reports
-//! its own problems (such as a closed stdout) on stderr once each. Start and
+//! Each line is built whole and written one line at a time under the
+//! layer's own lock, so lines never interleave, even through a writer that
+//! does not lock (an `Arc<File>` on a pipe) and with lines far above a
+//! pipe's atomic size. Stdout by default (flushed per line), or any
+//! [`MakeWriter`](tracing_subscriber::fmt::MakeWriter). When a write fails
+//! after part of a line went out (a full disk), the next line starts on a
+//! new line, so the damage stays in that one line. The layer never panics
+//! (a `Debug` impl that returns an error leaves its partial text), never
+//! fails the instrumented code, and reports its own problems (a closed
+//! stdout, an identity recorded too late) on stderr once each. Start and
 //! terminal events come exactly once per stage, also with async stages
 //! moving between threads and with span ids reused after close.
 //!
@@ -109,6 +174,11 @@ mod filter;
 mod init;
 mod layer;
 mod stage;
+
+/// The event schema and the lifecycle rules, key by key: the contract of
+/// the lines the layer writes (the same page as `docs/schema.md`).
+#[doc = include_str!("../docs/schema.md")]
+pub mod schema {}
 
 #[cfg(feature = "reference")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reference")))]

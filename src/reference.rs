@@ -1,10 +1,12 @@
 //! The reference job-application pipeline (feature `reference`).
 //!
-//! Eight stages, each an ordinary `#[tracing::instrument]` async function whose
-//! span carries a `layer` field, run inside one `pipeline` span per job. The
-//! stages simulate their work with sleeps and a few `info!`/`debug!` events;
-//! command-line flags inject failures, aborts, panics and skips so that every
-//! lifecycle event of the schema can be produced on demand.
+//! Eight stages, each an ordinary async function run inside its own span with
+//! a `layer` field (with [`StageExt::stage`](crate::StageExt::stage), so that
+//! a stage cut off by `--stage-timeout` ends as cancelled), inside one
+//! `pipeline` span per job. The stages simulate their work with sleeps and a
+//! few `info!`/`debug!` events; command-line flags inject failures, aborts,
+//! panics, skips and hangs so that every lifecycle event of the schema can be
+//! produced on demand.
 //!
 //! This module is the one copy of the pipeline: `examples/job_pipeline.rs`
 //! calls [`main`], and so does the runner's `pipeline-runner` binary when it
@@ -31,7 +33,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::Parser;
 use futures_util::FutureExt;
 use tracing::field::Empty;
-use tracing::{debug, info, info_span, instrument, warn, Instrument, Span};
+use tracing::{debug, info, info_span, warn, Instrument, Span};
+
+use crate::StageExt as _;
 
 /// The names of the reference pipeline's stages, in the order they run.
 pub const STAGES: [&str; 8] = [
@@ -61,7 +65,7 @@ pub struct Options {
     /// Run N pipelines concurrently, with ids ID-1 .. ID-N.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub jobs: u32,
-    /// That stage returns an error (through `#[instrument(err)]`); the pipeline carries on.
+    /// That stage returns an error (an ERROR event with the error, as `#[instrument(err)]` records it); the pipeline carries on.
     #[arg(long, value_name = "NAME", value_parser = stage_name)]
     pub fail: Vec<String>,
     /// That stage fails and the pipeline stops there (status `error`).
@@ -76,6 +80,13 @@ pub struct Options {
     /// Multiplies every simulated sleep (0 = no sleeping).
     #[arg(long, value_name = "F", default_value_t = 1.0, value_parser = speed)]
     pub speed: f64,
+    /// That stage never finishes (until `--stage-timeout` cuts it off).
+    #[arg(long, value_name = "NAME", value_parser = stage_name)]
+    pub hang: Vec<String>,
+    /// Cut off a stage that runs longer than SECS: it ends in `layer_error`
+    /// with error `cancelled`, and the pipeline carries on.
+    #[arg(long, value_name = "SECS", value_parser = speed)]
+    pub stage_timeout: Option<f64>,
 }
 
 impl Default for Options {
@@ -88,6 +99,8 @@ impl Default for Options {
             panic: Vec::new(),
             skip: Vec::new(),
             speed: 1.0,
+            hang: Vec::new(),
+            stage_timeout: None,
         }
     }
 }
@@ -167,7 +180,6 @@ impl Plan {
     }
 }
 
-#[instrument(name = "pain_point_miner", skip_all, fields(layer = 2, skipped = Empty, pain_points = Empty), err)]
 async fn pain_point_miner(plan: &Plan) -> Result<(), StageError> {
     if plan.inject("pain_point_miner")? {
         return Ok(());
@@ -179,7 +191,6 @@ async fn pain_point_miner(plan: &Plan) -> Result<(), StageError> {
     Ok(())
 }
 
-#[instrument(name = "star_selector", skip_all, fields(layer = 2.5, skipped = Empty, stars_selected = Empty), err)]
 async fn star_selector(plan: &Plan) -> Result<(), StageError> {
     if plan.inject("star_selector")? {
         return Ok(());
@@ -191,7 +202,6 @@ async fn star_selector(plan: &Plan) -> Result<(), StageError> {
     Ok(())
 }
 
-#[instrument(name = "company_researcher", skip_all, fields(layer = 3, skipped = Empty), err)]
 async fn company_researcher(plan: &Plan) -> Result<(), StageError> {
     if plan.inject("company_researcher")? {
         return Ok(());
@@ -202,7 +212,6 @@ async fn company_researcher(plan: &Plan) -> Result<(), StageError> {
     Ok(())
 }
 
-#[instrument(name = "role_researcher", skip_all, fields(layer = 3, skipped = Empty), err)]
 async fn role_researcher(plan: &Plan) -> Result<(), StageError> {
     if plan.inject("role_researcher")? {
         return Ok(());
@@ -213,12 +222,6 @@ async fn role_researcher(plan: &Plan) -> Result<(), StageError> {
     Ok(())
 }
 
-#[instrument(
-    name = "opportunity_mapper",
-    skip_all,
-    fields(layer = 4, skipped = Empty, fit_score = Empty, tokens_used = 1200),
-    err
-)]
 async fn opportunity_mapper(plan: &Plan) -> Result<(), StageError> {
     if plan.inject("opportunity_mapper")? {
         return Ok(());
@@ -229,7 +232,6 @@ async fn opportunity_mapper(plan: &Plan) -> Result<(), StageError> {
     Ok(())
 }
 
-#[instrument(name = "people_mapper", skip_all, fields(layer = 5, skipped = Empty, contacts = Empty), err)]
 async fn people_mapper(plan: &Plan) -> Result<(), StageError> {
     if plan.inject("people_mapper")? {
         return Ok(());
@@ -240,7 +242,6 @@ async fn people_mapper(plan: &Plan) -> Result<(), StageError> {
     Ok(())
 }
 
-#[instrument(name = "generator", skip_all, fields(layer = 6, skipped = Empty, tokens_used = Empty), err)]
 async fn generator(plan: &Plan) -> Result<(), StageError> {
     if plan.inject("generator")? {
         return Ok(());
@@ -252,7 +253,6 @@ async fn generator(plan: &Plan) -> Result<(), StageError> {
     Ok(())
 }
 
-#[instrument(name = "publisher", skip_all, fields(layer = 7, skipped = Empty), err)]
 async fn publisher(plan: &Plan) -> Result<(), StageError> {
     if plan.inject("publisher")? {
         return Ok(());
@@ -269,14 +269,77 @@ enum Step {
     Abort(StageError),
 }
 
+/// The span of each stage: its name, its `layer` and the fields it records.
+fn stage_span(stage: &str) -> Span {
+    match stage {
+        "pain_point_miner" => info_span!(
+            "pain_point_miner",
+            layer = 2,
+            skipped = Empty,
+            pain_points = Empty
+        ),
+        "star_selector" => info_span!(
+            "star_selector",
+            layer = 2.5,
+            skipped = Empty,
+            stars_selected = Empty
+        ),
+        "company_researcher" => info_span!("company_researcher", layer = 3, skipped = Empty),
+        "role_researcher" => info_span!("role_researcher", layer = 3, skipped = Empty),
+        "opportunity_mapper" => info_span!(
+            "opportunity_mapper",
+            layer = 4,
+            skipped = Empty,
+            fit_score = Empty,
+            tokens_used = 1200
+        ),
+        "people_mapper" => info_span!(
+            "people_mapper",
+            layer = 5,
+            skipped = Empty,
+            contacts = Empty
+        ),
+        "generator" => info_span!("generator", layer = 6, skipped = Empty, tokens_used = Empty),
+        _ => info_span!("publisher", layer = 7, skipped = Empty),
+    }
+}
+
+/// Runs one stage in its span: its error becomes an ERROR event inside it
+/// (what `#[instrument(err)]` records), a panic is caught, and with
+/// `--stage-timeout` a stage that takes too long is dropped, which the
+/// layer reports as cancelled.
 async fn step<F>(plan: &Plan, stage: &'static str, fut: F) -> Step
 where
     F: std::future::Future<Output = Result<(), StageError>>,
 {
-    match AssertUnwindSafe(fut).catch_unwind().await {
-        Ok(Ok(())) => Step::Done,
-        Ok(Err(e)) if plan.options.abort.as_deref() == Some(stage) => Step::Abort(e),
-        Ok(Err(_)) => Step::Failed,
+    let hang = Plan::has(&plan.options.hang, stage);
+    let work = async move {
+        if hang {
+            std::future::pending::<()>().await;
+        }
+        let result = fut.await;
+        if let Err(e) = &result {
+            tracing::error!(error = %e);
+        }
+        result
+    }
+    .stage(stage_span(stage));
+    let timed = async {
+        match plan.options.stage_timeout {
+            Some(secs) => tokio::time::timeout(Duration::from_secs_f64(secs), work)
+                .await
+                .map_err(|_| ()),
+            None => Ok(work.await),
+        }
+    };
+    match AssertUnwindSafe(timed).catch_unwind().await {
+        Ok(Ok(Ok(()))) => Step::Done,
+        Ok(Ok(Err(e))) if plan.options.abort.as_deref() == Some(stage) => Step::Abort(e),
+        Ok(Ok(Err(_))) => Step::Failed,
+        Ok(Err(())) => {
+            warn!(stage, "stage timed out; carrying on");
+            Step::Failed
+        }
         Err(_) => {
             warn!(stage, "stage panicked; carrying on");
             Step::Failed

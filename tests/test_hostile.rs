@@ -442,3 +442,34 @@ fn the_human_format_keeps_one_event_on_one_line_and_escapes_control_characters()
     assert_eq!(text.lines().count(), 6, "{text}");
     assert!(text.contains("first\\nsecond \\u{1b}[31mred"), "{text}");
 }
+
+#[cfg(feature = "reference")]
+#[test]
+fn the_reference_pipeline_reports_a_stage_cut_off_by_its_timeout_as_cancelled() {
+    use clap::Parser as _;
+    let options = tracing_pipeline::reference::Options::try_parse_from([
+        "job_pipeline",
+        "--job-id",
+        "ref-cut",
+        "--speed",
+        "0",
+        "--hang",
+        "generator",
+        "--stage-timeout",
+        "0.05",
+    ])
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let lines = capture(|| {
+        rt.block_on(tracing_pipeline::reference::run(&options));
+    });
+    let summary = check(&lines);
+    let generator = &summary.stages[&stage_key("ref-cut", "generator")];
+    assert_eq!(generator.end, End::Error);
+    assert_eq!(generator.error.as_deref(), Some("cancelled"));
+    assert_eq!(summary.pipelines["ref-cut"].status, "partial");
+    assert_eq!(summary.pipelines["ref-cut"].counts, [7, 1, 0]);
+}

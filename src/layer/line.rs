@@ -1,5 +1,4 @@
-//! One output line, built in a reused buffer: the JSON schema of SPEC section
-//! 3, or the human rendering used when `STRUCTURED_LOGGING=false`.
+//! One output line, built in a reused buffer: the JSON schema (the [`schema`](crate::schema) page), or the human rendering used when `STRUCTURED_LOGGING=false`.
 //!
 //! Both renderings take the same borrowed description of the line
 //! ([`Lifecycle`] or [`LogLine`]), so the two formats always say the same.
