@@ -91,7 +91,7 @@
 //! //  .init();
 //! ```
 //!
-//! Compositions that work, each with a test in `tests/test_stacks.rs`:
+//! Compositions that work, each with a test in `tests/layer/stacks.rs`:
 //!
 //! | you have | what to write |
 //! |---|---|

@@ -6,13 +6,13 @@
 //! To regenerate the golden files after an intended change of output:
 //!
 //! ```text
-//! UPDATE_GOLDEN=1 cargo test --features reference --test test_golden
+//! UPDATE_GOLDEN=1 cargo test --features reference --test layer golden::
 //! ```
 //!
 //! then read the diff of `tests/golden/` before committing it.
 #![cfg(feature = "reference")]
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

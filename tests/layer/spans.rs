@@ -1,6 +1,6 @@
 //! SPEC section 2: which spans are stages and pipelines, and what their
 //! fields become (`layer`, `layer_name`, `metadata`).
-mod common;
+use crate::common;
 
 use serde_json::json;
 use tracing::field::Empty;

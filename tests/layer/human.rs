@@ -1,7 +1,7 @@
 //! SPEC section 6 (`STRUCTURED_LOGGING=false`): the same events rendered for
 //! a person, one line each, with stage, state, duration and error; colour
 //! only when asked for.
-mod common;
+use crate::common;
 
 use tracing::{error, info, info_span};
 use tracing_pipeline::{Format, PipelineLayer};

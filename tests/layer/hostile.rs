@@ -3,7 +3,7 @@
 //! duplicate keys, messages that are not text, huge and strange layer
 //! numbers, pipelines nested in stages, stages cut off by a timeout.
 
-mod common;
+use crate::common;
 
 use std::fmt;
 

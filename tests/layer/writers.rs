@@ -3,7 +3,7 @@
 //! again. No line may interleave with another, and a torn line must not take
 //! the next one with it.
 
-mod common;
+use crate::common;
 
 use std::io::{self, Read as _, Write as _};
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,7 @@
 //! SPEC 4.2: `duration_ms` is whole milliseconds of wall-clock time from
 //! first enter to close, suspension at `.await` included. Only lower bounds
 //! (and one very generous upper bound) are asserted: machines are slow.
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! SPEC 4.1 under concurrency: many threads, async stages polled many times
 //! on several threads, span ids reused after close, and span clones that
 //! outlive their scope. Every stream goes through the checker.
-mod common;
+use crate::common;
 
 use std::collections::{BTreeSet, HashSet};
 use std::future::Future;

@@ -5,7 +5,7 @@
 //! pipeline (an info stage, a debug stage that fails, a skipped stage) and
 //! must give the complete lifecycle, checked by the stream checker.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

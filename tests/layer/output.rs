@@ -1,7 +1,7 @@
 //! SPEC section 5 and 4.6: each line is one complete JSON object written in
 //! one call, keys in the table's order, timestamps in the stated format;
 //! a failing writer, or one that logs, never disturbs the program.
-mod common;
+use crate::common;
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -6,9 +6,9 @@
 //! compared with what a model of the rules derives from the tree.
 //!
 //! Two combinations the SPEC leaves open are not generated (see the tests
-//! in test_skips.rs and the report): a skipped stage that also has an error,
+//! in skips.rs and the report): a skipped stage that also has an error,
 //! and a never-entered stage with an error.
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -1,6 +1,6 @@
 //! SPEC 5 and 6 (`LOG_LEVEL`): the log filter governs `log` lines only;
 //! lifecycle lines and error attribution do not depend on it.
-mod common;
+use crate::common;
 
 use tracing::{debug, debug_span, error, info, info_span, trace, trace_span, warn};
 

@@ -1,7 +1,7 @@
 //! SPEC 4.5: `pipeline_complete` is `error` when the pipeline span itself
 //! failed, `partial` when a stage failed, else `success`; its metadata is
 //! the pipeline span's own fields plus the three counts.
-mod common;
+use crate::common;
 
 use std::panic::catch_unwind;
 

@@ -1,6 +1,6 @@
 //! SPEC 4.3: what makes a stage end in `layer_error`, and the `error` text.
-//! Errors of the pipeline span itself are in test_pipeline_status.rs.
-mod common;
+//! Errors of the pipeline span itself are in pipeline_status.rs.
+use crate::common;
 
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -149,7 +149,7 @@ fn instrument_err_fails_the_stage_with_the_error_display() {
         normalise(lines),
         vec![
             json!({"timestamp":"<ts>","event":"layer_start","layer":4,"layer_name":"opportunity_mapper"}),
-            json!({"timestamp":"<ts>","event":"log","level":"error","target":"test_errors","message":"mapper failed: no fit","layer":4,"layer_name":"opportunity_mapper","metadata":{"error":"mapper failed: no fit"}}),
+            json!({"timestamp":"<ts>","event":"log","level":"error","target":"layer::errors","message":"mapper failed: no fit","layer":4,"layer_name":"opportunity_mapper","metadata":{"error":"mapper failed: no fit"}}),
             json!({"timestamp":"<ts>","event":"layer_error","layer":4,"layer_name":"opportunity_mapper","status":"error","duration_ms":0,"error":"mapper failed: no fit"}),
         ]
     );

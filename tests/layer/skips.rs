@@ -1,7 +1,7 @@
 //! SPEC 4.4 (and the never-entered case of 4.1): `skipped = true`, at
 //! creation or recorded later, ends a stage in `layer_skip`; a skip is not a
 //! failure.
-mod common;
+use crate::common;
 
 use serde_json::json;
 use tracing::field::Empty;

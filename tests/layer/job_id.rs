@@ -1,7 +1,7 @@
 //! SPEC section 3: `job_id` on every line produced inside a pipeline span,
 //! inherited by stages, nested spans and log events, and left out outside.
 //! `layer`/`layer_name` on a `log` line come from the innermost stage.
-mod common;
+use crate::common;
 
 use serde_json::json;
 use tracing::{info, info_span, warn};
@@ -43,7 +43,7 @@ fn job_id_and_layer_are_left_out_outside_pipelines_and_stages() {
     assert_eq!(
         normalise(lines),
         vec![
-            json!({"timestamp":"<ts>","event":"log","level":"info","target":"test_job_id","message":"alone"}),
+            json!({"timestamp":"<ts>","event":"log","level":"info","target":"layer::job_id","message":"alone"}),
             json!({"timestamp":"<ts>","event":"layer_start","layer":3,"layer_name":"orphan_stage"}),
             json!({"timestamp":"<ts>","event":"layer_complete","layer":3,"layer_name":"orphan_stage","status":"success","duration_ms":0}),
         ]
@@ -94,7 +94,7 @@ fn a_log_line_has_keys_in_table_order_with_its_fields_as_metadata() {
     assert_eq!(
         normalise(of_kind(&lines, "log").into_iter().cloned().collect()),
         vec![json!({
-            "timestamp":"<ts>","event":"log","level":"info","target":"test_job_id",
+            "timestamp":"<ts>","event":"log","level":"info","target":"layer::job_id",
             "message":"mapped the opportunity","job_id":"j","layer":4,
             "layer_name":"opportunity_mapper","metadata":{"fit_score":85,"model":"m"}
         })]
