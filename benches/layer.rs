@@ -33,7 +33,7 @@ use time::OffsetDateTime;
 use tracing::{info, info_span, Dispatch};
 use tracing_bunyan_formatter::{BunyanFormattingLayer, JsonStorageLayer};
 use tracing_core::callsite::rebuild_interest_cache;
-use tracing_pipeline::{Config, PipelineLayer};
+use tracing_pipeline::Config;
 use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -287,8 +287,7 @@ where
     let (config, warnings) =
         Config::from_lookup(|var| (var == "LOG_LEVEL").then(|| level.to_owned()));
     assert!(warnings.is_empty(), "{warnings:?}");
-    let layer: PipelineLayer<W> = config.layer().with_writer(sink);
-    Dispatch::new(tracing_subscriber::registry().with(layer))
+    Dispatch::new(tracing_subscriber::registry().with(config.filtered_layer(sink)))
 }
 
 fn fmt_json(sink: CountingSink) -> Dispatch {

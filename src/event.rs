@@ -180,6 +180,23 @@ impl From<tracing::Level> for Level {
 
 /// One line of the stream. Fields that a kind of event does not carry are
 /// `None` (and absent from the line).
+///
+/// This type says what a line *is*; [`crate::PipelineLayer`] says how lines
+/// are produced (it writes them straight into a reused buffer and never
+/// builds a `PipelineEvent` on its hot path), and a `MakeWriter` says where
+/// they go. It serialises to exactly the lines the layer writes (same keys,
+/// same key order, absent values left out, never `null`) and parses them
+/// back, so a runner, a dashboard or a test can read the stream with it.
+///
+/// ```
+/// use tracing_pipeline::{EventKind, PipelineEvent, Status};
+///
+/// let line = r#"{"timestamp":"2025-11-29T10:30:45.123Z","event":"layer_complete","layer":4,"layer_name":"opportunity_mapper","job_id":"6929c97b","status":"success","duration_ms":4500,"metadata":{"fit_score":85}}"#;
+/// let event: PipelineEvent = line.parse().unwrap();
+/// assert_eq!(event.event, EventKind::LayerComplete);
+/// assert_eq!(event.status, Some(Status::Success));
+/// assert_eq!(event.to_line(), line);
+/// ```
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[non_exhaustive]
 pub struct PipelineEvent {
