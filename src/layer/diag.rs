@@ -44,12 +44,15 @@ pub(crate) fn late_identity(field: &str, span: &str) {
     );
 }
 
-/// The subscriber's filters let no span of `level` or more verbose through:
-/// pipeline and stage spans at those levels never reach the layer.
+/// The subscriber the layer was added to says (by its max level hint)
+/// that it enables nothing more verbose than `most_verbose`. A global
+/// filter hides pipeline and stage spans below that level from the layer; a
+/// per-layer filter would not, but the hint cannot tell them apart, so the
+/// message says both.
 pub(crate) fn hidden_by_level(most_verbose: tracing_subscriber::filter::LevelFilter) {
     once(
         &HIDDEN_BY_LEVEL,
-        format_args!("the subscriber's filters enable nothing more verbose than {most_verbose}, so pipeline and stage spans below that level are hidden from PipelineLayer and their lifecycle lines are lost; wrap the filter with `tracing_pipeline::keep_stages(filter)` (reported once)"),
+        format_args!("PipelineLayer was added to a subscriber that enables nothing more verbose than {most_verbose}. If that is a global filter (an EnvFilter added with `.with(...)`, or `fmt().with_env_filter(...)`), it hides every pipeline and stage span below {most_verbose} from PipelineLayer and their lifecycle lines are lost: wrap it with `tracing_pipeline::keep_stages(filter)`. A per-layer filter (`.with_filter(...)`) hides nothing from it (reported once)"),
     );
 }
 
