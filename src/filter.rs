@@ -46,6 +46,7 @@ pub fn keep_stages<F>(filter: F) -> KeepStages<F> {
     KeepStages {
         inner: filter,
         keep_errors: false,
+        follow_spans: true,
     }
 }
 
@@ -57,15 +58,20 @@ pub struct KeepStages<F> {
     /// Also pass every ERROR event (for the layer's own per-layer filter:
     /// ERROR events mark stages as failed even when their line is hidden).
     keep_errors: bool,
+    /// Whether the wrapped filter hears of spans opening, closing, being
+    /// entered (an `EnvFilter` with span directives needs to; one with none
+    /// does not, and skipping it saves work on every span).
+    follow_spans: bool,
 }
 
 impl<F> KeepStages<F> {
     /// The per-layer filter in front of the layer that `init` installs:
     /// pipeline and stage spans, every ERROR event, and what `filter` passes.
-    pub(crate) fn for_layer(filter: F) -> Self {
+    pub(crate) fn for_layer(filter: F, follow_spans: bool) -> Self {
         KeepStages {
             inner: filter,
             keep_errors: true,
+            follow_spans,
         }
     }
 
@@ -184,22 +190,32 @@ where
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        self.inner.on_new_span(attrs, id, ctx);
+        if self.follow_spans {
+            self.inner.on_new_span(attrs, id, ctx);
+        }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        self.inner.on_record(id, values, ctx);
+        if self.follow_spans {
+            self.inner.on_record(id, values, ctx);
+        }
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        self.inner.on_enter(id, ctx);
+        if self.follow_spans {
+            self.inner.on_enter(id, ctx);
+        }
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        self.inner.on_exit(id, ctx);
+        if self.follow_spans {
+            self.inner.on_exit(id, ctx);
+        }
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        self.inner.on_close(id, ctx);
+        if self.follow_spans {
+            self.inner.on_close(id, ctx);
+        }
     }
 }

@@ -58,10 +58,13 @@ impl Config {
         W: for<'w> MakeWriter<'w> + 'static,
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
+        let filter = self.log_filter();
+        // Only span directives (`target[span]=level`) need span lifecycles.
+        let follow_spans = filter.to_string().contains('[');
         self.layer()
             .with_writer(make_writer)
             .prefiltered()
-            .with_filter(KeepStages::for_layer(self.log_filter()))
+            .with_filter(KeepStages::for_layer(filter, follow_spans))
     }
 
     /// Installs [`Config::filtered_layer`] on stdout as the global

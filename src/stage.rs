@@ -19,13 +19,11 @@ use tracing::{Instrument as _, Span};
 use tracing_subscriber::registry::LookupSpan as _;
 use tracing_subscriber::Registry;
 
+use crate::layer::States;
+
 /// The `error` text of a stage (or pipeline) whose future was dropped
 /// before it finished.
 pub const CANCELLED: &str = "cancelled";
-
-/// Marker in a span's extensions: its future was dropped unfinished.
-#[derive(Debug)]
-pub(crate) struct Cancelled;
 
 /// Instruments a future with a stage (or pipeline) span, and reports it
 /// cancelled when the future is dropped before it completes.
@@ -47,8 +45,8 @@ pub(crate) struct Cancelled;
 /// # }
 /// ```
 ///
-/// The mark is kept in the span's extensions in the subscriber's
-/// [`Registry`], so it works in every subscriber built on
+/// The mark is kept with the layer's state in the span's extensions in the
+/// subscriber's [`Registry`], so it works in every subscriber built on
 /// `tracing_subscriber::registry()` (which `init` and `fmt()` are). A future
 /// dropped while a panic unwinds is reported with the panic instead.
 pub trait StageExt: Future + Sized {
@@ -110,7 +108,9 @@ fn mark_cancelled(span: &Span) {
             .downcast_ref::<Registry>()
             .and_then(|registry| registry.span(id))
         {
-            span.extensions_mut().replace(Cancelled);
+            if let Some(states) = span.extensions_mut().get_mut::<States>() {
+                states.cancel_all();
+            }
         }
     });
 }

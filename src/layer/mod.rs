@@ -50,8 +50,8 @@ use output::Output;
 
 #[cfg(feature = "runner")]
 pub(crate) use line::timestamp;
-pub(crate) use state::SpanKind;
-use state::{stage_end, FirstEnter, LateIdentity, Pipeline, Scope, SpanState, Stage, States};
+use state::{stage_end, FirstEnter, LateIdentity, Pipeline, Scope, SpanState, Stage};
+pub(crate) use state::{SpanKind, States};
 
 /// A [`tracing_subscriber::Layer`] that turns pipeline and stage spans into
 /// JSON lines: `pipeline_start`, `layer_start`, `layer_complete`,
@@ -619,24 +619,32 @@ where
             if !log {
                 return;
             }
-            // A line inside a pipeline whose job id came late (or not yet).
-            let pending = span
-                .as_ref()
-                .and_then(|s| {
-                    with_state(s, self.key, |st| match st {
-                        SpanState::Pipeline(p) if !p.announced => Some(s.id()),
-                        st if st.scope().job_id.is_none() => st.scope().pipeline.clone(),
-                        _ => None,
-                    })
-                })
-                .flatten();
-            let late_job_id = pending.and_then(|p| self.pipeline_job_id(buf, &ctx, &p));
-            {
+            // A line inside a pipeline whose job id came late (or not yet)
+            // asks the pipeline, which writes its start first. Rare: the
+            // common path reads the span's state once.
+            let mut late_job_id = None;
+            let mut asked = false;
+            loop {
                 let ext = span.as_ref().map(|s| s.extensions());
                 let state = ext
                     .as_ref()
                     .and_then(|e| e.get::<States>())
                     .and_then(|all| all.get(self.key));
+                if !asked {
+                    let pending = match state {
+                        Some(SpanState::Pipeline(p)) if !p.announced => {
+                            span.as_ref().map(|s| s.id())
+                        }
+                        Some(st) if st.scope().job_id.is_none() => st.scope().pipeline.clone(),
+                        _ => None,
+                    };
+                    if let Some(pipeline) = pending {
+                        drop(ext); // the pipeline may be this very span
+                        late_job_id = self.pipeline_job_id(buf, &ctx, &pipeline);
+                        asked = true;
+                        continue;
+                    }
+                }
                 // The innermost stage around the event: the span itself, or
                 // the one its scope names (through plain spans and nested
                 // pipelines).
@@ -673,6 +681,7 @@ where
                     Format::Json => line::log_json(buf, now, &e),
                     Format::Human => line::log_human(buf, now, self.ansi, &e),
                 }
+                break;
             }
             self.output
                 .write(buf, || self.make_writer.make_writer_for(meta));
@@ -688,21 +697,27 @@ where
         }
         let Some(span) = ctx.span(&id) else { return };
         // Taking the state out frees it with the span's last line.
-        let (state, cancelled) = {
+        let state = {
             let mut ext = span.extensions_mut();
-            let Some(all) = ext.get_mut::<States>() else {
-                return;
-            };
-            let (state, none_left) = all.remove(self.key);
-            if none_left {
-                ext.remove::<States>();
+            match ext.get_mut::<States>() {
+                None => return,
+                // The common case: one layer, one removal.
+                Some(all) if all.is_only(self.key) => {
+                    ext.remove::<States>().and_then(States::into_only)
+                }
+                Some(all) => {
+                    let (state, none_left) = all.remove(self.key);
+                    if none_left {
+                        ext.remove::<States>();
+                    }
+                    state
+                }
             }
-            (state, ext.get_mut::<crate::stage::Cancelled>().is_some())
         };
         let Some(mut state) = state else { return };
         if std::thread::panicking() {
             state.fail(panic::message());
-        } else if cancelled {
+        } else if state.cancelled() {
             state.fail(crate::stage::CANCELLED.to_owned());
         }
         guarded(|scratch| match state {

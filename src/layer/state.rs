@@ -183,6 +183,8 @@ pub(crate) struct Stage {
     /// The text of the last error attributed to this stage.
     pub(crate) error: Option<String>,
     pub(crate) skipped: bool,
+    /// Its future was dropped before it finished (`StageExt::stage`).
+    pub(crate) cancelled: bool,
 }
 
 /// The state of a pipeline span.
@@ -198,6 +200,8 @@ pub(crate) struct Pipeline {
     pub(crate) announced: bool,
     pub(crate) metadata: Vec<(&'static str, FieldValue)>,
     pub(crate) error: Option<String>,
+    /// Its future was dropped before it finished (`StageExt::stage`).
+    pub(crate) cancelled: bool,
     pub(crate) counts: StageCounts,
 }
 
@@ -252,6 +256,7 @@ impl SpanState {
                     metadata: fields.metadata,
                     error: fields.error,
                     skipped: fields.skipped.unwrap_or(false),
+                    cancelled: false,
                 };
                 (SpanState::Stage(stage), bad)
             }
@@ -265,6 +270,7 @@ impl SpanState {
                     started: None,
                     metadata: fields.metadata,
                     error: fields.error,
+                    cancelled: false,
                     announced: false,
                     counts: StageCounts::default(),
                 };
@@ -319,6 +325,24 @@ impl SpanState {
                     FirstEnter::Pending
                 }
             }
+        }
+    }
+
+    /// Notes that the span's future was dropped before it finished.
+    pub(crate) fn cancel(&mut self) {
+        match self {
+            SpanState::Plain(_) => {}
+            SpanState::Stage(s) => s.cancelled = true,
+            SpanState::Pipeline(p) => p.cancelled = true,
+        }
+    }
+
+    /// Whether [`cancel`](Self::cancel) was called.
+    pub(crate) fn cancelled(&self) -> bool {
+        match self {
+            SpanState::Plain(_) => false,
+            SpanState::Stage(s) => s.cancelled,
+            SpanState::Pipeline(p) => p.cancelled,
         }
     }
 
@@ -442,6 +466,28 @@ impl States {
             States::One(k, s) if *k == key => Some(s),
             States::One(..) => None,
             States::Many(v) => v.iter_mut().find(|(k, _)| *k == key).map(|(_, s)| s),
+        }
+    }
+
+    /// Marks every layer's state of the span cancelled.
+    pub(crate) fn cancel_all(&mut self) {
+        match self {
+            States::One(_, s) => s.cancel(),
+            States::Many(v) => v.iter_mut().for_each(|(_, s)| s.cancel()),
+        }
+    }
+
+    /// Whether this is exactly one state, this layer's: the span's whole
+    /// extension can then be taken out in one go.
+    pub(crate) fn is_only(&self, key: u32) -> bool {
+        matches!(self, States::One(k, _) if *k == key)
+    }
+
+    /// The state, if this is exactly one.
+    pub(crate) fn into_only(self) -> Option<SpanState> {
+        match self {
+            States::One(_, s) => Some(s),
+            States::Many(_) => None,
         }
     }
 
