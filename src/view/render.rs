@@ -410,8 +410,9 @@ pub fn notice_line(text: &str, palette: Palette) -> String {
 
 /// The summary printed when the input ends: per job its status, the stage
 /// counts, the total time, the slowest stage and the tokens used; then one
-/// line over all jobs when there are several.
-pub fn summary(model: &Model, palette: Palette) -> Vec<String> {
+/// line over all jobs when there are several. Lists are broken into lines of
+/// at most `cols` columns where they can be (`usize::MAX`: never).
+pub fn summary(model: &Model, palette: Palette, cols: usize) -> Vec<String> {
     let mut out = Vec::new();
     if model.jobs.is_empty() {
         out.push(palette.red("no pipeline events in the input"));
@@ -420,9 +421,15 @@ pub fn summary(model: &Model, palette: Palette) -> Vec<String> {
     for job in &model.jobs {
         let status = match &job.end {
             Some(end) => palette.status(end.status),
-            None => palette.red("incomplete: the input ended without pipeline_complete"),
+            None => palette.red("incomplete"),
         };
         out.push(format!("{}: {status}", palette.bold(&job_title(job))));
+        if job.end.is_none() {
+            out.push(format!(
+                "  {}",
+                palette.red("no pipeline_complete in the input")
+            ));
+        }
         let mut counts = Vec::new();
         for (state, word) in [
             (StageState::Complete, "complete"),
@@ -435,15 +442,15 @@ pub fn summary(model: &Model, palette: Palette) -> Vec<String> {
                 counts.push(format!("{n} {word}"));
             }
         }
-        out.push(format!("  stages   {}", counts.join(", ")));
+        labelled(&mut out, "stages", &counts, cols);
         let running: Vec<String> = job
             .stages
             .iter()
             .filter(|s| s.state == StageState::Running)
-            .map(|s| sanitize(&s.name))
+            .map(|s| palette.red(&sanitize(&s.name)))
             .collect();
         if !running.is_empty() {
-            out.push(format!("  running  {}", palette.red(&running.join(", "))));
+            labelled(&mut out, "running", &running, cols);
         }
         if let Some(ms) = job.total_ms() {
             out.push(format!("  time     {}", format_ms(ms)));
@@ -479,6 +486,32 @@ pub fn summary(model: &Model, palette: Palette) -> Vec<String> {
         out.push(format!("{} jobs: {}", model.jobs.len(), parts.join(", ")));
     }
     out
+}
+
+/// `  label    a, b, c` broken after a comma where a line would pass `cols`.
+fn labelled(out: &mut Vec<String>, label: &str, parts: &[String], cols: usize) {
+    let indent = 11;
+    let mut line = format!("  {label:<8} ");
+    let mut used = indent;
+    for (i, part) in parts.iter().enumerate() {
+        let w = width(&strip_sgr(part)) + if i + 1 < parts.len() { 1 } else { 0 };
+        if i > 0 {
+            if used + 1 + w > cols {
+                out.push(std::mem::take(&mut line));
+                line = " ".repeat(indent);
+                used = indent;
+            } else {
+                line.push(' ');
+                used += 1;
+            }
+        }
+        line.push_str(part);
+        if i + 1 < parts.len() {
+            line.push(',');
+        }
+        used += w;
+    }
+    out.push(line);
 }
 
 #[cfg(test)]

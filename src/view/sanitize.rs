@@ -6,8 +6,8 @@
 //! colours. Escape sequences (CSI, OSC, DCS and the two-byte ones) are
 //! removed whole; any other control character is replaced by its visible
 //! Unicode "control picture" (`␍` for a carriage return, `␛` for a lone
-//! escape); C1 controls and bidirectional overrides become `�`; a tab becomes
-//! a space. What is left has one display cell per column as
+//! escape); C1 controls, bidirectional overrides and line separators are
+//! written out as `<U+202E>`; a tab becomes a space. What is left has one display cell per column as
 //! [`unicode_width`] counts them, so [`fit`] can cut a line to a width.
 
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
@@ -72,7 +72,7 @@ pub fn sanitize(text: &str) -> String {
             | '\u{202a}'..='\u{202e}'
             | '\u{2066}'..='\u{2069}'
             | '\u{2028}'
-            | '\u{2029}' => out.push('\u{fffd}'),
+            | '\u{2029}' => out.push_str(&format!("<U+{:04X}>", c as u32)),
             c => out.push(c),
         }
     }
@@ -143,8 +143,9 @@ mod tests {
         assert_eq!(sanitize("del\u{7f}"), "del␡");
         assert_eq!(sanitize("tab\there"), "tab here");
         assert_eq!(sanitize("lone\u{1b}"), "lone␛");
-        assert_eq!(sanitize("c1\u{9b}31m"), "c1\u{fffd}31m");
-        assert_eq!(sanitize("bidi\u{202e}x\u{2066}"), "bidi\u{fffd}x\u{fffd}");
+        assert_eq!(sanitize("c1\u{9b}31m"), "c1<U+009B>31m");
+        assert_eq!(sanitize("bidi\u{202e}x\u{2066}"), "bidi<U+202E>x<U+2066>");
+        assert_eq!(sanitize("bad \u{fffd} utf-8"), "bad \u{fffd} utf-8");
         assert_eq!(sanitize("héllo 世界 ✓"), "héllo 世界 ✓");
     }
 

@@ -97,8 +97,11 @@ impl TerminalView {
     pub fn finish(&mut self, model: &Model, now: Duration) -> io::Result<()> {
         self.draw(model, now, true);
         self.bar.finish();
+        // The cursor is still at the end of the block's last line.
         self.term.write_line("")?;
-        for line in summary(model, self.palette) {
+        self.term.write_line("")?;
+        let cols = usize::from(self.term.width()).saturating_sub(1);
+        for line in summary(model, self.palette, cols) {
             self.term.write_line(&line)?;
         }
         self.term.flush()
@@ -140,7 +143,7 @@ impl<W: Write> PlainView<W> {
     /// Writes the summary (after an empty line) and flushes.
     pub fn finish(&mut self, model: &Model) -> io::Result<()> {
         writeln!(self.out)?;
-        for line in summary(model, self.palette) {
+        for line in summary(model, self.palette, usize::MAX) {
             writeln!(self.out, "{line}")?;
         }
         self.out.flush()
