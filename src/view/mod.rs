@@ -205,7 +205,9 @@ fn run(options: &Options) -> io::Result<Verdict> {
                     match end {
                         End::Done => {}
                         End::Exited(status) if status.success() => {}
-                        End::Exited(status) => sink.notice(&format!("the command {status}"))?,
+                        End::Exited(status) => {
+                            sink.notice(&format!("the command ended with {status}"))?
+                        }
                         End::Failed(why) => failure = Some(why),
                     }
                     break 'outer;
