@@ -211,7 +211,7 @@ pub fn frame(model: &Model, size: FrameSize, now: Duration, palette: Palette) ->
 
 /// Cuts text that may hold this module's own SGR sequences (and no other
 /// escape) to `cols` display columns.
-fn fit_painted(text: &str, cols: usize) -> String {
+pub(crate) fn fit_painted(text: &str, cols: usize) -> String {
     if !text.contains('\u{1b}') {
         return fit(text, cols);
     }

@@ -19,7 +19,9 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 
 use super::model::{Item, Model};
-use super::render::{above_lines, frame, notice_line, plain_line, summary, FrameSize, Palette};
+use super::render::{
+    above_lines, fit_painted, frame, notice_line, plain_line, summary, FrameSize, Palette,
+};
 
 /// The live view on a terminal (anything `indicatif` can draw on).
 pub struct TerminalView {
@@ -64,6 +66,10 @@ impl TerminalView {
     /// above the block waits for the next [`TerminalView::draw`].
     pub fn note(&mut self, item: &Item, model: &Model) {
         if let Some(line) = above_lines(item, self.palette, model.jobs.len() > 1) {
+            // A huge line would scroll everything else away: at most four
+            // rows of it (the plain view shows more).
+            let cols = usize::from(self.term.width()).max(10);
+            let line = fit_painted(&line, cols * 4 - 1);
             self.pending_above.push(if line.is_empty() {
                 " ".to_owned()
             } else {
