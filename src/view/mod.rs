@@ -220,10 +220,10 @@ fn run(options: &Options) -> io::Result<Verdict> {
         }
         sink.tick(&model, start.elapsed())?;
     }
-    if let Some(why) = &failure {
-        sink.notice(why)?;
-    }
     sink.finish(&model, start.elapsed())?;
+    if let Some(why) = &failure {
+        eprintln!("pipeline-view: {}", sanitize::sanitize(why));
+    }
     let verdict = model.verdict(options.strict);
     Ok(match failure {
         Some(_) if verdict == Verdict::Success => Verdict::Incomplete,
