@@ -128,6 +128,10 @@ where
     };
     match run(&options) {
         Ok(verdict) => ExitCode::from(verdict.code()),
+        // The reader of our output went away (`pipeline-view | head`).
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+            ExitCode::from(Verdict::Incomplete.code())
+        }
         Err(e) => {
             eprintln!("pipeline-view: {e}");
             ExitCode::from(Verdict::Incomplete.code())
