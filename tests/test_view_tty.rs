@@ -68,7 +68,13 @@ impl Tmux {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// The screen and its scrollback.
     fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-S", "-", "-t", "v"])
+    }
+
+    /// The screen alone.
+    fn visible(&self) -> String {
         self.tmux(&["capture-pane", "-p", "-t", "v"])
     }
 
@@ -217,16 +223,37 @@ fn reference_pipeline_at_40_columns() {
     }
 }
 
-#[test]
-fn resized_from_80_to_40_columns_mid_run() {
-    let t = Tmux::start(&reference("1"), 80, 40);
-    // The block is up and a stage is running.
-    t.wait_for("a running stage", |s| {
-        s.contains("job demo  running") && s.contains("pain_point_miner")
+/// Runs the reference pipeline at `from` columns, resizes the pane to `to`
+/// mid-run, and checks the final screen: one block, every stage once in
+/// order, nothing wider than the terminal, and no log line lost or doubled
+/// (a terminal that reflows its lines re-cuts the old block on a resize).
+fn resized_mid_run(from: u16, to: u16) {
+    let t = Tmux::start(&reference("3"), from, 50);
+    t.wait_for("two stages done", |s| {
+        s.contains("job demo  running") && s.contains("✓ 2.5")
     });
-    t.tmux(&["resize-window", "-t", "v", "-x", "40", "-y", "40"]);
+    t.tmux(&[
+        "resize-window",
+        "-t",
+        "v",
+        "-x",
+        &to.to_string(),
+        "-y",
+        "50",
+    ]);
     let (screen, code) = t.wait_exit();
     assert_eq!(code, 0, "{screen}");
+    // (When the terminal pushed rows of the old block into its scrollback
+    // on the reflow, they stay there: only the screen can be redrawn.)
+    let visible = t.visible();
+    let headers = visible
+        .lines()
+        .filter(|l| l.starts_with("job demo  "))
+        .count();
+    assert_eq!(
+        headers, 1,
+        "a stale block is left on the screen:\n{visible}"
+    );
     let block = final_block(&screen);
     assert_eq!(block[0], "job demo  partial in <t>", "{screen}");
     let names: Vec<&str> = block[1..9]
@@ -248,8 +275,38 @@ fn resized_from_80_to_40_columns_mid_run() {
         "{screen}"
     );
     for line in &block[..9] {
-        assert!(line.chars().count() <= 39, "{line:?}");
+        assert!(line.chars().count() < usize::from(to), "{line:?}");
     }
+    // The log lines (above the last block, scrollback included), joined
+    // back where the terminal wrapped them.
+    let all: Vec<&str> = screen.lines().collect();
+    let last_block = all
+        .iter()
+        .rposition(|l| l.starts_with("job demo  "))
+        .unwrap();
+    let joined: String = all[..last_block].concat();
+    for log in [
+        "info star_selector: selected STAR stories stars_selected=3",
+        "info opportunity_mapper: mapped the opportunity fit_score=85",
+        "✗ people_mapper: people_mapper failed: injected failure",
+        "info publisher: published documents destination=drive",
+    ] {
+        assert_eq!(
+            joined.matches(log).count(),
+            1,
+            "{log:?} not once in:\n{screen}"
+        );
+    }
+}
+
+#[test]
+fn resized_from_80_to_40_columns_mid_run() {
+    resized_mid_run(80, 40);
+}
+
+#[test]
+fn resized_from_40_to_80_columns_mid_run() {
+    resized_mid_run(40, 80);
 }
 
 #[test]

@@ -14,7 +14,7 @@
 
 use std::fmt;
 use std::io::{self, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle, TermLike};
 
@@ -27,16 +27,30 @@ use super::render::{
 pub struct TerminalView {
     bar: ProgressBar,
     term: Box<dyn TermLike>,
+    new_target: Box<dyn Fn() -> ProgressDrawTarget + Send>,
     palette: Palette,
     pending_above: Vec<String>,
+    /// Rows and width of the block as last drawn.
+    drawn: Option<(usize, usize)>,
+    last_draw: Option<Instant>,
 }
 
 impl fmt::Debug for TerminalView {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TerminalView")
             .field("palette", &self.palette)
+            .field("drawn", &self.drawn)
             .finish_non_exhaustive()
     }
+}
+
+/// At most this many redraws a second, unless forced.
+const MIN_FRAME: Duration = Duration::from_millis(50);
+
+fn block_bar(target: ProgressDrawTarget) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, target);
+    bar.set_style(ProgressStyle::with_template("{msg}").expect("a valid template"));
+    bar
 }
 
 impl TerminalView {
@@ -44,14 +58,19 @@ impl TerminalView {
     /// or an `indicatif::InMemoryTerm`. Its size is read again for every
     /// frame, so a resized terminal gets frames of its new size.
     pub fn new<T: TermLike + Clone + 'static>(term: T, palette: Palette) -> TerminalView {
-        let target = ProgressDrawTarget::term_like_with_hz(Box::new(term.clone()), 20);
-        let bar = ProgressBar::with_draw_target(None, target);
-        bar.set_style(ProgressStyle::with_template("{msg}").expect("a valid template"));
+        let for_bars = term.clone();
+        // Every draw is forced: the view keeps its own frame rate, so that
+        // it always knows what is on the screen.
+        let new_target: Box<dyn Fn() -> ProgressDrawTarget + Send> =
+            Box::new(move || ProgressDrawTarget::term_like_with_hz(Box::new(for_bars.clone()), 20));
         TerminalView {
-            bar,
+            bar: block_bar(new_target()),
             term: Box::new(term),
+            new_target,
             palette,
             pending_above: Vec::new(),
+            drawn: None,
+            last_draw: None,
         }
     }
 
@@ -69,12 +88,7 @@ impl TerminalView {
             // A huge line would scroll everything else away: at most four
             // rows of it (the plain view shows more).
             let cols = usize::from(self.term.width()).max(10);
-            let line = fit_painted(&line, cols * 4 - 1);
-            self.pending_above.push(if line.is_empty() {
-                " ".to_owned()
-            } else {
-                line
-            });
+            self.pending_above.push(fit_painted(&line, cols * 4 - 1));
         }
     }
 
@@ -83,19 +97,64 @@ impl TerminalView {
         self.pending_above.push(notice_line(text, self.palette));
     }
 
+    /// `indicatif` pads each row of the block to the full width and lets
+    /// the cursor wrap to the next, so a terminal that reflows its lines on
+    /// a resize (tmux, VTE, iTerm2, kitty...) re-cuts the old block into
+    /// rows of the new width, and clearing the old number of rows would
+    /// leave part of it on the screen (narrower) or erase lines above it
+    /// (wider). So on a change of width the old block is cleared here, by
+    /// the rows it takes now, and a fresh bar draws the next frame.
+    fn forget_block_if_resized(&mut self, width: usize) -> io::Result<()> {
+        let Some((rows, old_width)) = self.drawn else {
+            return Ok(());
+        };
+        if old_width == width || width == 0 {
+            return Ok(());
+        }
+        // The block's rows are chained into one wrapped line of
+        // `rows * old_width` cells, the cursor on its last cell: after the
+        // reflow the block takes `cells / width` rows, rounded up. (A
+        // terminal may push rows of it that no longer fit above the cursor
+        // into its scrollback, out of reach; the screen is right all the
+        // same.)
+        let up = (rows * old_width).div_ceil(width).saturating_sub(1);
+        let old = std::mem::replace(&mut self.bar, block_bar((self.new_target)()));
+        // Without a target, dropping the old bar draws nothing.
+        old.set_draw_target(ProgressDrawTarget::hidden());
+        drop(old);
+        self.term.move_cursor_up(up)?;
+        self.term.write_str("\r\u{1b}[J")?;
+        self.term.flush()?;
+        self.drawn = None;
+        Ok(())
+    }
+
     /// Prints what is waiting above the block and redraws the block for
-    /// `now`. `force` draws even if the last draw was very recent.
+    /// `now`; at most 20 times a second unless `force`.
     pub fn draw(&mut self, model: &Model, now: Duration, force: bool) {
+        if !force && self.last_draw.is_some_and(|t| t.elapsed() < MIN_FRAME) {
+            return;
+        }
+        let size = self.size();
+        // A terminal that fails to take a write has nothing better to show.
+        let _ = self.forget_block_if_resized(size.width);
         if !self.pending_above.is_empty() {
-            let text = self.pending_above.join("\n");
-            self.pending_above.clear();
-            self.bar.println(text);
+            let above = std::mem::take(&mut self.pending_above);
+            let term = &self.term;
+            // Lines ended by a real newline: they stay what they are when
+            // the terminal reflows.
+            self.bar.suspend(|| {
+                for line in &above {
+                    let _ = term.write_line(line);
+                }
+                let _ = term.flush();
+            });
         }
-        let lines = frame(model, self.size(), now, self.palette);
+        let lines = frame(model, size, now, self.palette);
+        self.drawn = Some((lines.len().max(1), size.width));
         self.bar.set_message(lines.join("\n"));
-        if force {
-            self.bar.force_draw();
-        }
+        self.bar.force_draw();
+        self.last_draw = Some(Instant::now());
     }
 
     /// Draws the last frame, leaves it on screen and writes the summary
