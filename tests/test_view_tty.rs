@@ -2,7 +2,7 @@
 //! pane of a chosen size and `tmux capture-pane -p` reads the screen back.
 //! The reference pipeline runs with a failure and a skip (as
 //! `pipeline-runner reference`, hence the `runner` feature), at 80 and 40
-//! columns, and once with the pane resized from 80 to 40 columns mid-run.
+//! columns, and with the pane resized mid-run (80 to 40, 40 to 80).
 //! Hostile output (escape sequences that would clear the screen or move the
 //! cursor) must not change anything but the lines it is printed on.
 //!

@@ -3,11 +3,12 @@
 //!
 //! [`TerminalView`] keeps one `indicatif` progress bar whose message is the
 //! whole stage block ([`frame`]): each redraw replaces the block at once, so
-//! a frame is never half old and half new, and `indicatif` takes care of
-//! clearing it, of lines that wrap after a resize, and of the rate of
-//! redraws. Logs, output and error texts are printed above the block and
-//! stay in the scrollback. When the input ends the block is left in place
-//! and the summary is written below it.
+//! a frame is never half old and half new, and `indicatif` clears and
+//! redraws it (at most 20 times a second). Logs, output and error texts are
+//! printed above the block, with real newlines, and stay in the scrollback.
+//! A change of the terminal's width is handled here (see
+//! `forget_block_if_resized`). When the input ends the block is left in
+//! place and the summary is written below it.
 //!
 //! [`PlainView`] writes one line per state change, log line or output line,
 //! and the summary, with no escape codes unless colour was asked for.
