@@ -166,6 +166,12 @@ fn run(options: &Options) -> io::Result<Verdict> {
             sse::spawn_follow(events, tx);
         }
         (None, false) => input::spawn_command(&options.command, tx)?,
+        (None, true) if io::stdin().is_terminal() => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "nothing to watch: pipe a pipeline's output in, or give -- COMMAND or a job URL (--help)",
+            ))
+        }
         (None, true) => input::spawn_stdin(tx),
     }
 
