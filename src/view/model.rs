@@ -404,7 +404,15 @@ pub fn parse_timestamp_ms(ts: &str) -> Option<i64> {
     if zone != "Z" || !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
         return None;
     }
-    let ms: i64 = format!("{frac:0<3}").get(..3)?.parse().ok()?;
+    let mut ms = 0;
+    for (i, b) in frac
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(3)
+        .enumerate()
+    {
+        ms += i64::from(b - b'0') * [100, 10, 1][i];
+    }
     // Days from the civil date (Howard Hinnant's algorithm).
     let y = if mo <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);

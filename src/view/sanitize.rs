@@ -19,6 +19,10 @@ pub const MAX_SHOWN_BYTES: usize = 16 * 1024;
 /// character made visible; at most [`MAX_SHOWN_BYTES`] of it, with a note
 /// of how much was left out.
 pub fn sanitize(text: &str) -> String {
+    // Most text is printable ASCII or plain Unicode: nothing to do.
+    if text.len() <= MAX_SHOWN_BYTES && !text.chars().any(needs_care) {
+        return text.to_owned();
+    }
     let mut out = String::with_capacity(text.len().min(MAX_SHOWN_BYTES) + 16);
     let mut chars = text.char_indices().peekable();
     while let Some((at, c)) = chars.next() {
@@ -77,6 +81,16 @@ pub fn sanitize(text: &str) -> String {
         }
     }
     out
+}
+
+fn needs_care(c: char) -> bool {
+    matches!(c,
+        '\u{0}'..='\u{1f}'
+        | '\u{7f}'..='\u{9f}'
+        | '\u{202a}'..='\u{202e}'
+        | '\u{2066}'..='\u{2069}'
+        | '\u{2028}'
+        | '\u{2029}')
 }
 
 /// Display width of already sanitised text.
