@@ -365,3 +365,37 @@ fn hostile_output_stays_on_its_own_lines() {
         "{screen}"
     );
 }
+
+#[test]
+fn concurrent_jobs_are_grouped_by_job() {
+    let t = Tmux::start(
+        &format!(
+            "{VIEW} -- {RUNNER} reference --job-id demo --jobs 2 --speed 0.05 --fail people_mapper"
+        ),
+        80,
+        50,
+    );
+    let (screen, code) = t.wait_exit();
+    assert_eq!(code, 0, "{screen}");
+    let lines: Vec<String> = screen.lines().map(normalise).collect();
+    for job in ["demo-1", "demo-2"] {
+        let head = format!("job {job}  partial in <t>");
+        let at = lines
+            .iter()
+            .position(|l| *l == head)
+            .unwrap_or_else(|| panic!("no {head:?} on the screen:\n{screen}"));
+        assert_eq!(lines[at + 1], "  ✓ 2   pain_point_miner    <t>", "{screen}");
+        assert!(
+            lines[at + 6].starts_with("  ✗ 5   people_mapper       <t> "),
+            "{screen}"
+        );
+        assert_eq!(lines[at + 8], "  ✓ 7   publisher           <t>", "{screen}");
+        assert!(lines.contains(&format!("job {job}: partial")), "{screen}");
+    }
+    assert!(lines.contains(&"2 jobs: 2 partial".to_owned()), "{screen}");
+    // With two jobs, lines above the block say whose they are.
+    assert!(
+        screen.contains("[demo-2] ✗ people_mapper: people_mapper failed: injected failure"),
+        "{screen}"
+    );
+}
