@@ -23,6 +23,7 @@ use super::model::{Item, Model};
 use super::render::{
     above_lines, fit_painted, frame, notice_line, plain_line, summary, FrameSize, Palette,
 };
+use crate::{EventKind, Level};
 
 /// The live view on a terminal (anything `indicatif` can draw on).
 pub struct TerminalView {
@@ -31,6 +32,7 @@ pub struct TerminalView {
     new_target: Box<dyn Fn() -> ProgressDrawTarget + Send>,
     palette: Palette,
     pending_above: Vec<String>,
+    last_error_log: Option<ErrorKey>,
     /// Rows and width of the block as last drawn.
     drawn: Option<(usize, usize)>,
     last_draw: Option<Instant>,
@@ -44,6 +46,9 @@ impl fmt::Debug for TerminalView {
             .finish_non_exhaustive()
     }
 }
+
+/// Job id, stage name, and error text.
+type ErrorKey = ((Option<String>, Option<String>), Option<String>);
 
 /// At most this many redraws a second, unless forced.
 const MIN_FRAME: Duration = Duration::from_millis(50);
@@ -70,6 +75,7 @@ impl TerminalView {
             new_target,
             palette,
             pending_above: Vec::new(),
+            last_error_log: None,
             drawn: None,
             last_draw: None,
         }
@@ -85,6 +91,22 @@ impl TerminalView {
     /// Takes one input line (already applied to `model`): what it prints
     /// above the block waits for the next [`TerminalView::draw`].
     pub fn note(&mut self, item: &Item, model: &Model) {
+        // `#[instrument(err)]` logs the error as an ERROR event, then the
+        // stage ends with the same text: say it once.
+        if let Item::Event(e) = item {
+            let key = (e.job_id.clone(), e.layer_name.clone());
+            match e.event {
+                EventKind::Log if e.level == Some(Level::Error) => {
+                    self.last_error_log = Some((key, e.message.clone()));
+                }
+                EventKind::LayerError
+                    if self.last_error_log.take() == Some((key.clone(), e.error.clone())) =>
+                {
+                    return;
+                }
+                _ => {}
+            }
+        }
         if let Some(line) = above_lines(item, self.palette, model.jobs.len() > 1) {
             // A huge line would scroll everything else away: at most four
             // rows of it (the plain view shows more).
