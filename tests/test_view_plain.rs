@@ -220,7 +220,7 @@ fn hostile_input_is_shown_sanitised_and_never_stops_the_view() {
     let got = lines(&out);
     assert_eq!(got[0], "output: cleared?");
     assert_eq!(got[1], "output: bad utf-8 \u{fffd}\u{fffd} here");
-    assert_eq!(got[2], "output: title  bell ␇ cr ␍ back␈");
+    assert_eq!(got[2], "output: title  bell ^G cr ^M back^H");
     assert_eq!(got[3], "output: {\"event\":\"layer_start\",\"broken");
     assert_eq!(got[4], "output: [1,2,3]");
     // The huge line: cut to what the view shows, with counts, on one line.
@@ -232,7 +232,7 @@ fn hostile_input_is_shown_sanitised_and_never_stops_the_view() {
     );
     assert!(got[5].len() < 20 * 1024);
     assert_eq!(got[6], "[demo] 3 company_researcher: running");
-    assert_eq!(got[7], "[demo] 3 role_researcher: error 1ms: bad␍␊thing");
+    assert_eq!(got[7], "[demo] 3 role_researcher: error 1ms: bad^M^Jthing");
     assert_eq!(got[8], "[demo] pipeline partial 2.88s");
     assert_eq!(got[10], "job demo: partial");
     assert_eq!(got[11], "  stages   0 complete, 1 error, 1 running");

@@ -314,13 +314,13 @@ fn hostile_text_cannot_move_the_cursor_of_the_terminal() {
     assert_eq!(
         term.contents(),
         "OWNED\n\
-         xup␍CR\n\
+         xup^MCR\n\
          title\n\
-         c1<U+009B>2J bidi<U+202E>x back␈␈␈\n\
-         ✗ a: bad␍␊news\n\
+         c1<U+009B>2J bidi<U+202E>x back^H^H^H\n\
+         ✗ a: bad^M^Jnews\n\
          job demo  running 0.0s\n\
          \x20 ⠋ 1 a  0.0s\n\
-         \x20 ✗ 1 a  5ms bad␍␊news"
+         \x20 ✗ 1 a  5ms bad^M^Jnews"
     );
 }
 

@@ -335,7 +335,7 @@ fn hostile_output_stays_on_its_own_lines() {
     assert_eq!(code, 2, "no pipeline_complete: {screen}");
     let lines: Vec<&str> = screen.lines().collect();
     assert_eq!(lines[0], "cleared? red", "{screen}");
-    assert_eq!(lines[1], "up  and ␍ over ��", "{screen}");
+    assert_eq!(lines[1], "up  and ^M over ��", "{screen}");
     // Cut to four rows of the terminal.
     assert!(
         lines[2..5].iter().all(|l| l.chars().all(|c| c == 'z')),

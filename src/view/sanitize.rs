@@ -4,9 +4,9 @@
 //! goes through [`sanitize`] before it reaches the user's terminal, so that no
 //! text can move the cursor, clear the screen, change the title or set
 //! colours. Escape sequences (CSI, OSC, DCS and the two-byte ones) are
-//! removed whole; any other control character is replaced by its visible
-//! Unicode "control picture" (`␍` for a carriage return, `␛` for a lone
-//! escape); C1 controls, bidirectional overrides and line separators are
+//! removed whole; any other control character is shown in caret notation,
+//! as `cat -v` does (`^M` for a carriage return, `^[` for a lone escape,
+//! `^?` for DEL: plain ASCII, which every terminal font has); C1 controls, bidirectional overrides and line separators are
 //! written out as `<U+202E>`; a tab becomes a space. What is left has one display cell per column as
 //! [`unicode_width`] counts them, so [`fit`] can cut a line to a width.
 
@@ -64,11 +64,14 @@ pub fn sanitize(text: &str) -> String {
                         chars.next();
                     }
                 }
-                _ => out.push('␛'),
+                _ => out.push_str("^["),
             },
             '\t' => out.push(' '),
-            '\u{0}'..='\u{1f}' => out.push(char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}')),
-            '\u{7f}' => out.push('␡'),
+            '\u{0}'..='\u{1f}' => {
+                out.push('^');
+                out.push(char::from(c as u8 + 0x40));
+            }
+            '\u{7f}' => out.push_str("^?"),
             // C1 controls (U+009B is a one-character CSI on some terminals),
             // bidirectional overrides and isolates, and the line/paragraph
             // separators that some terminals treat as newlines.
@@ -150,13 +153,13 @@ mod tests {
 
     #[test]
     fn other_controls_become_visible() {
-        assert_eq!(sanitize("a\rb"), "a␍b");
-        assert_eq!(sanitize("a\nb"), "a␊b");
-        assert_eq!(sanitize("bell\u{7}"), "bell␇");
-        assert_eq!(sanitize("back\u{8}"), "back␈");
-        assert_eq!(sanitize("del\u{7f}"), "del␡");
+        assert_eq!(sanitize("a\rb"), "a^Mb");
+        assert_eq!(sanitize("a\nb"), "a^Jb");
+        assert_eq!(sanitize("bell\u{7}"), "bell^G");
+        assert_eq!(sanitize("back\u{8}"), "back^H");
+        assert_eq!(sanitize("del\u{7f}"), "del^?");
         assert_eq!(sanitize("tab\there"), "tab here");
-        assert_eq!(sanitize("lone\u{1b}"), "lone␛");
+        assert_eq!(sanitize("lone\u{1b}"), "lone^[");
         assert_eq!(sanitize("c1\u{9b}31m"), "c1<U+009B>31m");
         assert_eq!(sanitize("bidi\u{202e}x\u{2066}"), "bidi<U+202E>x<U+2066>");
         assert_eq!(sanitize("bad \u{fffd} utf-8"), "bad \u{fffd} utf-8");
