@@ -3,6 +3,7 @@
 //! and when the connection breaks it reconnects with `Last-Event-ID`, so
 //! every line of the job is shown exactly once. The break is made by a
 //! small TCP proxy between the two that cuts the first connection short.
+//! A runner that dies mid-job is retried for `--retry` seconds, then given up.
 #![cfg(all(feature = "view", feature = "runner"))]
 
 mod runner_common;
@@ -222,4 +223,63 @@ async fn a_broken_stream_resumes_with_last_event_id_and_loses_nothing() {
     );
     // Every line of the job exactly once, in order.
     assert_eq!(lines, expected(&runner.url, &id).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_that_goes_away_is_retried_then_given_up() {
+    use std::io::{BufRead, BufReader};
+    let dir = TempDir::new("view-gone");
+    let mut runner = RunnerProcess::start(dir.path(), &reference(&["--speed", "20"])).unwrap();
+    let id = create_job(&runner.url, Some("view-gone")).await.unwrap();
+    let url = format!("{}/#/jobs/{id}", runner.url);
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(VIEW)
+            .args([url.as_str(), "--retry", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut seen = Vec::new();
+        // Once the view shows the first stage running, the runner dies.
+        loop {
+            let mut line = String::new();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "view ended early: {seen:#?}"
+            );
+            seen.push(line.trim_end().to_owned());
+            if line.contains("pain_point_miner: running") {
+                break;
+            }
+        }
+        runner.child.kill().unwrap();
+        runner.child.wait().unwrap();
+        for line in stdout.lines() {
+            seen.push(line.unwrap());
+        }
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        (status, seen, err)
+    })
+    .await
+    .unwrap();
+    let (status, seen, err) = out;
+    assert_eq!(status.code(), Some(2), "{seen:#?}\n{err}");
+    assert!(err.contains("gave up after 1s of retrying"), "{err}");
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("pipeline-view: ") && l.contains("reconnecting")),
+        "{seen:#?}"
+    );
+    assert!(
+        seen.contains(&"job view-gone: incomplete".to_owned()),
+        "{seen:#?}"
+    );
+    assert!(
+        seen.contains(&"  running  pain_point_miner".to_owned()),
+        "{seen:#?}"
+    );
 }

@@ -93,9 +93,19 @@ pub struct Options {
     /// Plain append-only lines even on a terminal.
     #[arg(long)]
     pub plain: bool,
+    /// URL mode: how many seconds to keep reconnecting before giving up.
+    #[arg(long, value_name = "SECS", default_value_t = sse::GIVE_UP_AFTER.as_secs_f64(), value_parser = seconds)]
+    pub retry: f64,
     /// A command to run and watch (its stdout and stderr are read).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
+}
+
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f.is_finite() && (0.0..=86_400.0).contains(&f) => Ok(f),
+        _ => Err("a number of seconds from 0 to 86400".to_owned()),
+    }
 }
 
 /// Whether to colour, from the choice, the environment and the output.
@@ -163,7 +173,7 @@ fn run(options: &Options) -> io::Result<Verdict> {
                     ),
                 )
             })?;
-            sse::spawn_follow(events, tx);
+            sse::spawn_follow(events, Duration::from_secs_f64(options.retry), tx);
         }
         (None, false) => input::spawn_command(&options.command, tx)?,
         (None, true) if io::stdin().is_terminal() => {

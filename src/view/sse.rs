@@ -5,7 +5,8 @@
 //! `event: end` message closes the job. When the connection drops before
 //! `end`, the view connects again with `Last-Event-ID: N`, so the runner
 //! sends only the lines after the last one shown: none is shown twice or
-//! lost. It gives up after [`GIVE_UP_AFTER`] without a working connection.
+//! lost. It gives up after [`GIVE_UP_AFTER`] (or `--retry SECS`) without a
+//! working connection.
 
 use std::io::{BufRead, BufReader};
 use std::sync::mpsc::Sender;
@@ -15,7 +16,8 @@ use std::time::{Duration, Instant};
 use super::input::{line_text, read_line_capped, End, Message, MAX_LINE};
 use super::model::classify_runner_data;
 
-/// How long the view keeps trying to reconnect before it gives up.
+/// How long the view keeps trying to reconnect before it gives up, unless
+/// told otherwise.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
 
 /// The runner sends a comment every 15 s: a read that waits much longer
@@ -133,7 +135,7 @@ enum Outcome {
 }
 
 /// Follows `url` (an event-stream URL) on a thread.
-pub(crate) fn spawn_follow(url: String, tx: Sender<Message>) {
+pub(crate) fn spawn_follow(url: String, give_up_after: Duration, tx: Sender<Message>) {
     thread::spawn(move || {
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(Duration::from_secs(5))
@@ -153,10 +155,10 @@ pub(crate) fn spawn_follow(url: String, tx: Sender<Message>) {
                         backoff = Duration::from_millis(100);
                     }
                     let since = *failing_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > GIVE_UP_AFTER {
+                    if since.elapsed() >= give_up_after {
                         break End::Failed(format!(
                             "{why}; gave up after {}s of retrying",
-                            GIVE_UP_AFTER.as_secs()
+                            give_up_after.as_secs_f64()
                         ));
                     }
                     let resume = last_id
