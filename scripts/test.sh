@@ -10,7 +10,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
+if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver || ! -x /usr/bin/tmux ]]; then
     echo "scripts/test.sh: installing chromium and chromium-driver for the browser test" >&2
     if [[ $(id -u) -eq 0 ]]; then
         as_root=()
@@ -21,7 +21,7 @@ if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
         exit 1
     fi
     "${as_root[@]}" apt-get update
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver tmux  # tmux: the terminal view's test
 fi
 
 export PIPELINE_REQUIRE_BROWSER=1

@@ -159,6 +159,7 @@
 //! | (none) | yes | the layer, the schema types, `init`: depends on `tracing`, `tracing-subscriber`, `serde`, `serde_json`, `time`, `thiserror` |
 //! | `reference` | no | the `reference` module: the reference job-application pipeline (tokio, clap), run by `examples/job_pipeline.rs` |
 //! | `runner` | no | the `runner` module and the `pipeline-runner` binary: runs pipelines as child processes and streams their lines over SSE to a live page (tokio, axum) |
+//! | `view` | no | the `view` module and the `pipeline-view` binary: watch a run in a terminal, from stdin, a command or a runner's job URL (indicatif, ureq; no tokio) |
 //!
 //! # Minimum supported Rust version
 //!
@@ -187,6 +188,10 @@ pub mod reference;
 #[cfg(feature = "runner")]
 #[cfg_attr(docsrs, doc(cfg(feature = "runner")))]
 pub mod runner;
+
+#[cfg(feature = "view")]
+#[cfg_attr(docsrs, doc(cfg(feature = "view")))]
+pub mod view;
 
 pub use config::{Config, ConfigWarning, Format};
 pub use event::{EventKind, Level, PipelineEvent, Status, UnknownEventKind};
