@@ -287,7 +287,7 @@ where
     let (config, warnings) =
         Config::from_lookup(|var| (var == "LOG_LEVEL").then(|| level.to_owned()));
     assert!(warnings.is_empty(), "{warnings:?}");
-    Dispatch::new(tracing_subscriber::registry().with(config.filtered_layer(sink)))
+    Dispatch::new(config.subscriber(sink))
 }
 
 fn fmt_json(sink: CountingSink) -> Dispatch {

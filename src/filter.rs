@@ -43,11 +43,7 @@ use crate::layer::SpanKind;
 /// span context (an event's parents, or `with_span_events`).
 #[must_use]
 pub fn keep_stages<F>(filter: F) -> KeepStages<F> {
-    KeepStages {
-        inner: filter,
-        keep_errors: false,
-        follow_spans: true,
-    }
+    KeepStages { inner: filter }
 }
 
 /// A filter that passes every pipeline and stage span and asks the wrapped
@@ -55,26 +51,9 @@ pub fn keep_stages<F>(filter: F) -> KeepStages<F> {
 #[derive(Debug, Clone)]
 pub struct KeepStages<F> {
     inner: F,
-    /// Also pass every ERROR event (for the layer's own per-layer filter:
-    /// ERROR events mark stages as failed even when their line is hidden).
-    keep_errors: bool,
-    /// Whether the wrapped filter hears of spans opening, closing, being
-    /// entered (an `EnvFilter` with span directives needs to; one with none
-    /// does not, and skipping it saves work on every span).
-    follow_spans: bool,
 }
 
 impl<F> KeepStages<F> {
-    /// The per-layer filter in front of the layer that `init` installs:
-    /// pipeline and stage spans, every ERROR event, and what `filter` passes.
-    pub(crate) fn for_layer(filter: F, follow_spans: bool) -> Self {
-        KeepStages {
-            inner: filter,
-            keep_errors: true,
-            follow_spans,
-        }
-    }
-
     /// The wrapped filter.
     pub fn inner(&self) -> &F {
         &self.inner
@@ -86,11 +65,7 @@ impl<F> KeepStages<F> {
     }
 
     fn kept(&self, meta: &Metadata<'_>) -> bool {
-        if meta.is_span() {
-            SpanKind::of(meta) != SpanKind::Plain
-        } else {
-            self.keep_errors && *meta.level() == tracing::Level::ERROR
-        }
+        meta.is_span() && SpanKind::of(meta) != SpanKind::Plain
     }
 }
 
@@ -190,32 +165,22 @@ where
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if self.follow_spans {
-            self.inner.on_new_span(attrs, id, ctx);
-        }
+        self.inner.on_new_span(attrs, id, ctx);
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        if self.follow_spans {
-            self.inner.on_record(id, values, ctx);
-        }
+        self.inner.on_record(id, values, ctx);
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        if self.follow_spans {
-            self.inner.on_enter(id, ctx);
-        }
+        self.inner.on_enter(id, ctx);
     }
 
     fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        if self.follow_spans {
-            self.inner.on_exit(id, ctx);
-        }
+        self.inner.on_exit(id, ctx);
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        if self.follow_spans {
-            self.inner.on_close(id, ctx);
-        }
+        self.inner.on_close(id, ctx);
     }
 }

@@ -11,14 +11,13 @@
 use std::io::{IsTerminal as _, Write as _};
 
 use tracing::Subscriber;
-use tracing_subscriber::filter::{EnvFilter, Filtered, LevelFilter};
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
+use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::{Config, Format};
-use crate::filter::KeepStages;
 use crate::layer::PipelineLayer;
 
 /// Why [`try_init`] could not install the layer.
@@ -45,36 +44,26 @@ impl Config {
             .with_log_filter(self.log_filter())
     }
 
-    /// The layer exactly as [`init`] installs it, writing to `make_writer`:
-    /// the log filter is also a per-layer filter in front of the layer, so
-    /// an event that `LOG_LEVEL` filters out (and no other layer wants)
-    /// costs about what it costs with no subscriber at all. Pipeline and
-    /// stage spans of every level and ERROR events always pass it.
-    pub fn filtered_layer<W, S>(
-        &self,
-        make_writer: W,
-    ) -> Filtered<PipelineLayer<W>, KeepStages<EnvFilter>, S>
+    /// The subscriber [`init`] installs (a registry with this
+    /// configuration's layer and nothing else), writing to `make_writer`:
+    /// for a scoped subscriber in tests (`tracing::subscriber::with_default`)
+    /// or to install yourself. Being the only layer, its log filter also
+    /// filters globally: an event that `LOG_LEVEL` hides costs about what it
+    /// costs with no subscriber at all. To add other layers, build your own
+    /// subscriber with [`Config::layer`] instead.
+    pub fn subscriber<W>(&self, make_writer: W) -> impl Subscriber + for<'a> LookupSpan<'a> + Send + Sync
     where
-        W: for<'w> MakeWriter<'w> + 'static,
-        S: Subscriber + for<'a> LookupSpan<'a>,
+        W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
     {
-        let filter = self.log_filter();
-        // Only span directives (`target[span]=level`) need span lifecycles.
-        let follow_spans = filter.to_string().contains('[');
-        self.layer()
-            .with_writer(make_writer)
-            .prefiltered()
-            .with_filter(KeepStages::for_layer(filter, follow_spans))
+        tracing_subscriber::registry().with(self.layer().with_writer(make_writer).sole())
     }
 
-    /// Installs [`Config::filtered_layer`] on stdout as the global
-    /// subscriber, with the panic hook, and bridges the `log` crate into it.
-    /// Prints nothing.
+    /// Installs [`Config::subscriber`] on stdout as the global subscriber,
+    /// with the panic hook, and bridges the `log` crate into it. Prints
+    /// nothing.
     pub fn try_init(&self) -> Result<(), InitError> {
         crate::layer::panic::install_hook();
-        tracing_subscriber::registry()
-            .with(self.filtered_layer(std::io::stdout))
-            .try_init()?;
+        self.subscriber(std::io::stdout).try_init()?;
         // `log` records are events, never spans: the bridge may skip what
         // `LOG_LEVEL` filters out (ERROR always passes, for attribution).
         let most_verbose = self

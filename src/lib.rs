@@ -98,7 +98,7 @@
 //! | a global `EnvFilter`, before or after the layer | `.with(keep_stages(filter))` |
 //! | `fmt` beside it | as above; `fmt` prints what your filter enables, as before |
 //! | a per-layer filter on `fmt` (`fmt::layer().with_filter(f)`) | nothing: it does not touch this layer |
-//! | `LOG_LEVEL` for this layer only | [`Config::filtered_layer`] (what `init` uses) or [`PipelineLayer::with_log_filter`]: neither hides events from other layers |
+//! | `LOG_LEVEL` for this layer only | [`Config::layer`] or [`PipelineLayer::with_log_filter`]: the log filter never hides events from other layers |
 //! | a `reload` handle | `reload::Layer::new(keep_stages(filter))`; change it with `handle.modify(\|f\| *f.inner_mut() = new)` |
 //! | two destinations | two `PipelineLayer`s (each writes every line), or one with `MakeWriterExt::and` |
 //! | a level-routing writer (`with_max_level`) | nothing: lifecycle lines are routed at INFO (ERROR when failed), `log` lines at their level |

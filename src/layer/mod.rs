@@ -96,9 +96,12 @@ pub struct PipelineLayer<W = fn() -> io::Stdout> {
     /// Whether the filter has span-based directives (`target[span]=level`),
     /// the only ones that need to follow spans as they open and close.
     filter_follows_spans: bool,
-    /// Set when a per-layer filter in front of this layer already applied
-    /// the log filter to events below ERROR ([`crate::Config::filtered_layer`]).
-    prefiltered: bool,
+    /// Set when this layer is the only one of its subscriber (the one
+    /// [`crate::Config::subscriber`] and `init` build): its log filter may
+    /// then also filter globally, so that an event `LOG_LEVEL` hides costs
+    /// next to nothing. Never set for a layer added to other layers: it would
+    /// hide their events.
+    sole: bool,
     /// This layer's key in a span's [`States`]: two layers in one subscriber
     /// keep apart.
     key: u32,
@@ -137,7 +140,7 @@ impl PipelineLayer {
             ansi: false,
             log_filter: None,
             filter_follows_spans: false,
-            prefiltered: false,
+            sole: false,
             key: next_key(),
             output: Output::default(),
             max_level: AtomicU8::new(LEVEL_UNKNOWN),
@@ -187,7 +190,7 @@ impl<W> PipelineLayer<W> {
             ansi: self.ansi,
             log_filter: self.log_filter,
             filter_follows_spans: self.filter_follows_spans,
-            prefiltered: self.prefiltered,
+            sole: self.sole,
             key: self.key,
             output: self.output,
             max_level: self.max_level,
@@ -221,11 +224,16 @@ impl<W> PipelineLayer<W> {
         self
     }
 
-    /// Marks the log filter as applied already, by a per-layer filter in
-    /// front of the layer, to every event below ERROR.
-    pub(crate) fn prefiltered(mut self) -> Self {
-        self.prefiltered = true;
+    /// Marks the layer as the only layer of its subscriber.
+    pub(crate) fn sole(mut self) -> Self {
+        self.sole = true;
         self
+    }
+
+    /// Whether an event is one this layer needs whatever the log filter
+    /// says: spans (lifecycle) and ERROR events (they fail their stage).
+    fn always_wanted(meta: &Metadata<'_>) -> bool {
+        meta.is_span() || *meta.level() == tracing::Level::ERROR
     }
 
     /// The log filter, when it needs to see span lifecycles.
@@ -424,15 +432,26 @@ where
     fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
         // Asked for spans too: that is how `EnvFilter` learns the span
         // callsites its span-based directives (`[stage]=debug`) match. Its
-        // answer is not passed on: the log filter is this layer's alone,
-        // and `on_event` applies it.
-        if let Some(f) = &self.log_filter {
-            let _ = Filter::<S>::callsite_enabled(f, meta);
-        }
+        // answer is not passed on (the log filter is this layer's alone, and
+        // `on_event` applies it) unless the layer is alone.
+        let interest = match &self.log_filter {
+            Some(f) => Filter::<S>::callsite_enabled(f, meta),
+            None => Interest::always(),
+        };
         if meta.is_span() && SpanKind::of(meta) != SpanKind::Plain {
             self.check_hidden(meta);
         }
-        Interest::always()
+        if self.sole && !Self::always_wanted(meta) {
+            // Alone in its subscriber: nobody else wants what the filter
+            // hides, and the call site can be skipped altogether.
+            interest
+        } else {
+            Interest::always()
+        }
+    }
+
+    fn enabled(&self, meta: &Metadata<'_>, ctx: Context<'_, S>) -> bool {
+        !self.sole || Self::always_wanted(meta) || self.log_enabled(meta, &ctx)
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
@@ -579,7 +598,7 @@ where
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let is_error = *meta.level() == tracing::Level::ERROR;
-        let log = (self.prefiltered && !is_error) || self.log_enabled(meta, &ctx);
+        let log = (self.sole && !is_error) || self.log_enabled(meta, &ctx);
         if !log && !is_error {
             return;
         }

@@ -336,14 +336,14 @@ fn through_a_tracing_appender_non_blocking_file() {
 }
 
 #[test]
-fn init_s_layer_composes_with_a_subscriber_of_ones_own() {
+fn the_configured_layer_composes_with_a_subscriber_of_ones_own() {
     let (config, _) =
         tracing_pipeline::Config::from_lookup(|v| (v == "LOG_LEVEL").then(|| "warn".to_owned()));
     let capture = Capture::default();
     let text = Text::default();
     let subscriber = tracing_subscriber::registry()
         .with(fmt::layer().with_writer(text.clone()).with_ansi(false))
-        .with(config.filtered_layer(capture.clone()));
+        .with(config.layer().with_writer(capture.clone()));
     tracing::subscriber::with_default(subscriber, small_pipeline);
     let lines = capture.lines();
     assert_complete_lifecycle(&lines);
