@@ -2,7 +2,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /`, `/app.js`, `/style.css` | the page, embedded in the binary |
+//! | `GET /` and the page's other files | the page, embedded in the binary |
 //! | `POST /api/jobs` | starts a job: optional body `{"job_id":"..."}` → 201 `{"job_id":"..."}` |
 //! | `GET /api/jobs` | job summaries, newest first |
 //! | `GET /api/jobs/{id}` | a summary plus its `stages` |
@@ -43,24 +43,15 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// posts elsewhere.
 const CSP: &str = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
-const INDEX_HTML: &str = include_str!("page/index.html");
-const APP_JS: &str = include_str!("page/app.js");
-const STYLE_CSS: &str = include_str!("page/style.css");
-
 /// The runner's HTTP routes over `runner`, with their headers and limits.
 /// Serve it with [`serve`](super::serve), or call it with
 /// `tower::ServiceExt::oneshot` in tests.
 pub fn app(runner: Arc<Runner>) -> Router {
-    Router::new()
-        .route("/", get(|| page("text/html; charset=utf-8", INDEX_HTML)))
-        .route(
-            "/app.js",
-            get(|| page("text/javascript; charset=utf-8", APP_JS)),
-        )
-        .route(
-            "/style.css",
-            get(|| page("text/css; charset=utf-8", STYLE_CSS)),
-        )
+    let mut router = Router::new();
+    for &(path, content_type, body) in super::page::ASSETS {
+        router = router.route(path, get(move || page(content_type, body)));
+    }
+    router
         .route("/api/jobs", get(list_jobs).post(create_job))
         .route("/api/jobs/{id}", get(get_job))
         .route("/api/jobs/{id}/cancel", post(cancel_job))

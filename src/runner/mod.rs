@@ -39,6 +39,7 @@ use tokio::task::JoinHandle;
 mod api;
 pub mod classify;
 mod job;
+mod page;
 mod sse;
 mod store;
 
