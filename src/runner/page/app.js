@@ -15,7 +15,7 @@ import { AllLines, FilteredLines, renderRow, VirtualTerminal } from "./terminal.
 
 const $ = (id) => document.getElementById(id);
 const TAIL = 200;
-const CONTEXT = 6;
+const CONTEXT = 4;
 const TICK_MS = 250;
 const LIST_LIMIT = 50;
 
@@ -45,6 +45,32 @@ const app = {
   connHistory: [],
   tickTimer: null,
   watching: null,
+};
+
+// Diagnostics (read by the browser tests): the longest main-thread task the
+// page saw, through the Long Tasks API where the browser has it.
+const perf = { longestTaskMs: 0, longTasks: 0, readyAtMs: null, tasks: [] };
+try {
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      perf.longTasks += 1;
+      perf.longestTaskMs = Math.max(perf.longestTaskMs, entry.duration);
+      if (perf.tasks.length < 50) perf.tasks.push({ at: Math.round(entry.startTime), ms: Math.round(entry.duration) });
+    }
+  }).observe({ type: "longtask", buffered: true });
+} catch (_) {
+  // No Long Tasks API: nothing to record.
+}
+window.pipelinePage = {
+  perf,
+  job: () =>
+    app.job && {
+      id: app.job.jobId,
+      lastSeq: app.job.lastSeq,
+      outcome: app.job.outcome,
+      ended: app.job.ended,
+      total: app.lines ? app.lines.count() : 0,
+    },
 };
 
 const terminal = new VirtualTerminal($("terminal"), { jobId: () => (app.job ? app.job.jobId : "") });
@@ -127,7 +153,14 @@ async function loadJob(generation) {
   if (generation !== app.generation) return;
   terminal.schedule();
   applyRoute(generation);
-  document.documentElement.dataset.ready = "1";
+  // Interactive once the tail is drawn (the frame after the terminal's).
+  requestAnimationFrame(() =>
+    requestAnimationFrame(() => {
+      if (generation !== app.generation) return;
+      perf.readyAtMs = performance.now();
+      document.documentElement.dataset.ready = "1";
+    })
+  );
   loadStageStarts(generation);
   api
     .knownStages()
