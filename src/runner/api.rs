@@ -582,14 +582,14 @@ async fn stream(State(runner): State<Arc<Runner>>, uri: Uri) -> Result<Response,
         Some("1") => true,
         Some(_) => return Err(bad("jobs", "must be 1 (or 0)".into())),
     };
+    if p.all("job").count() > MAX_STREAM_JOBS {
+        return Err(bad(
+            "job",
+            format!("at most {MAX_STREAM_JOBS} jobs per stream"),
+        ));
+    }
     let mut jobs: Vec<(Arc<Job>, u64)> = Vec::new();
     for value in p.all("job") {
-        if jobs.len() == MAX_STREAM_JOBS {
-            return Err(bad(
-                "job",
-                format!("at most {MAX_STREAM_JOBS} jobs per stream"),
-            ));
-        }
         let (id, after) = value.split_once(':').unwrap_or((value, "0"));
         validate_job_id(id).map_err(|_| bad("job", format!("{id:?} is not a valid job id")))?;
         let after = after.parse::<u64>().map_err(|_| {
