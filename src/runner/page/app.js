@@ -9,7 +9,7 @@
 
 import * as api from "./api.js";
 import { formatCount, formatDuration, formatTick, formatUtc, formatValue, OUTCOME_WORDS, STAGE_WORDS } from "./format.js";
-import { axisStep, initialJob, initialList, orderedStages, reduceJob, reduceList, timeline } from "./state.js";
+import { axisStep, initialJob, initialList, orderedStages, outcomeOf, reduceJob, reduceList, timeline } from "./state.js";
 import { connectStream } from "./stream.js";
 import { AllLines, FilteredLines, renderRow, VirtualTerminal } from "./terminal.js";
 
@@ -767,7 +767,7 @@ function renderList() {
       item = { li, a, pill, meta };
       listItems.set(job.job_id, item);
     }
-    const outcome = job.outcome || "unknown";
+    const outcome = outcomeOf(job);
     item.pill.textContent = OUTCOME_WORDS[outcome] || outcome;
     item.pill.dataset.status = outcome;
     const meta = [formatUtc(job.started_at)];
