@@ -123,3 +123,19 @@ test("no watchers, no connection; a suspended hub reconnects on resume", async (
   assert.equal(e.sources[1].closed, true);
   assert.equal(e.sources.length, 2);
 });
+
+test("a big batch keeps every structured line and staged output, and the tail", async () => {
+  const { thin } = await import("../../src/runner/page/hub.js");
+  const rows = [];
+  for (let seq = 1; seq <= 5000; seq++) {
+    let data = { type: "output", text: "x" };
+    if (seq === 10) data = { event: "layer_start", layer_name: "a" };
+    if (seq === 20) data = { type: "output", text: "y", layer_name: "a" };
+    rows.push({ seq, data });
+  }
+  const kept = thin(rows);
+  assert.equal(kept.length, 402);
+  assert.deepEqual(kept.slice(0, 2).map((r) => r.seq), [10, 20]);
+  assert.equal(kept[kept.length - 1].seq, 5000);
+  assert.equal(thin(rows.slice(0, 10)).length, 10, "small batches are sent whole");
+});

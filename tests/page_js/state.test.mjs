@@ -161,3 +161,9 @@ test("the jobs list: pages, live upserts that respect the filter, deletions", ()
   assert.equal(matchesFilter({ job_id: "Alpha-1", outcome: "error" }, { q: "alpha", status: "error,cancelled" }), true);
   assert.equal(matchesFilter({ job_id: "beta", outcome: "error" }, { q: "alpha", status: "" }), false);
 });
+
+test("a thinned batch still moves the last line to its end", () => {
+  const s = fold([{ type: "lines", rows: [line(3, { event: "layer_start", layer: 1, layer_name: "a" })], lastSeq: 900 }]);
+  assert.equal(s.lastSeq, 900);
+  assert.equal(s.stages.a.status, "running");
+});

@@ -18,6 +18,7 @@ const TAIL = 200;
 const CONTEXT = 4;
 const TICK_MS = 250;
 const LIST_LIMIT = 50;
+const RENDER_MS = 100;
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -49,7 +50,7 @@ const app = {
 
 // Diagnostics (read by the browser tests): the longest main-thread task the
 // page saw, through the Long Tasks API where the browser has it.
-const perf = { longestTaskMs: 0, longTasks: 0, readyAtMs: null, tasks: [] };
+const perf = { longestTaskMs: 0, longTasks: 0, readyAtMs: null, tasks: [], longestMessageMs: 0, longestFrameMs: 0 };
 try {
   new PerformanceObserver((list) => {
     for (const entry of list.getEntries()) {
@@ -63,6 +64,7 @@ try {
 }
 window.pipelinePage = {
   perf,
+  terminalDrawMs: () => terminal.longestDrawMs || 0,
   job: () =>
     app.job && {
       id: app.job.jobId,
@@ -85,12 +87,23 @@ function dispatch(event) {
   scheduleRender();
 }
 
+// One render per animation frame, and while lines stream in at most one
+// every RENDER_MS: the header's counts need not move 60 times a second.
+let lastRender = -Infinity;
 function scheduleRender() {
   if (app.frame !== null) return;
-  app.frame = requestAnimationFrame(() => {
-    app.frame = null;
-    render();
-  });
+  const frame = () => {
+    app.frame = requestAnimationFrame(() => {
+      app.frame = null;
+      const started = performance.now();
+      lastRender = started;
+      render();
+      perf.longestFrameMs = Math.max(perf.longestFrameMs, performance.now() - started);
+    });
+  };
+  const wait = lastRender + RENDER_MS - performance.now();
+  if (wait > 0) app.frame = setTimeout(frame, wait);
+  else frame();
 }
 
 // ---------------------------------------------------------------- opening a job
@@ -208,6 +221,12 @@ function showEmpty() {
 // ---------------------------------------------------------------- the stream
 
 function onStreamMessage(msg) {
+  const started = performance.now();
+  handleStreamMessage(msg);
+  perf.longestMessageMs = Math.max(perf.longestMessageMs, performance.now() - started);
+}
+
+function handleStreamMessage(msg) {
   if (!msg || typeof msg !== "object") return;
   switch (msg.type) {
     case "conn": {
@@ -227,8 +246,9 @@ function onStreamMessage(msg) {
     case "lines":
       if (app.job && msg.job === app.job.jobId) {
         app.lines.put(msg.rows);
-        if (app.filtered) app.filtered.put(msg.rows);
-        dispatch({ type: "lines", rows: msg.rows });
+        if (typeof msg.lastSeq === "number") app.lines.setTotal(msg.lastSeq);
+        if (app.filtered) app.filtered.put(msg.rows, msg.lastSeq);
+        dispatch({ type: "lines", rows: msg.rows, lastSeq: msg.lastSeq });
         terminal.schedule();
       }
       break;

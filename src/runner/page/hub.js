@@ -4,7 +4,8 @@
 // connection for the union of the jobs its clients watch, and fans the
 // messages out: each client gets each line of a job it watches once, in
 // order, batched (one message per client every few tens of milliseconds,
-// not one per line). When the set of watched jobs changes the connection is
+// not one per line), with `lastSeq`, the batch's last sequence number; of
+// plain output lines only a batch's tail is sent (see `thin`). When the set of watched jobs changes the connection is
 // reopened, each job resuming after the lowest sequence number any of its
 // watchers holds; lines a client already has are not sent to it again.
 //
@@ -14,8 +15,9 @@
 // reopens the stream once the runner answers again, telling its clients
 // `{type:"conn", state}` with state `connecting`, `live`, `down` or `idle`.
 
-const BATCH_MS = 40;
-const BATCH_MAX_ROWS = 5000;
+const BATCH_MS = 100;
+const BATCH_MAX_ROWS = 2000;
+const TAIL_ROWS = 400;
 const REOPEN_MS = 20;
 const HEALTH_FIRST_MS = 500;
 const HEALTH_MAX_MS = 5000;
@@ -254,6 +256,29 @@ export class StreamHub {
     client.flushTimer = null;
     const pending = client.pending;
     client.pending = [];
-    for (const p of pending) client.post({ type: "lines", job: p.job, rows: p.rows });
+    for (const p of pending) {
+      const lastSeq = p.rows[p.rows.length - 1].seq;
+      client.post({ type: "lines", job: p.job, rows: thin(p.rows), lastSeq });
+    }
   }
 }
+
+/**
+ * The rows of a batch a tab needs: every structured line (they carry the
+ * job's state) and every output line attributed to a stage (a stage's view
+ * shows them live), but of the other output lines only the last TAIL_ROWS.
+ * A tab following a fast job draws only its tail; the lines left out are
+ * fetched from the runner if it scrolls back to them.
+ */
+export function thin(rows) {
+  if (rows.length <= TAIL_ROWS) return rows;
+  const tailFrom = rows.length - TAIL_ROWS;
+  const kept = [];
+  for (let i = 0; i < rows.length; i++) {
+    const data = rows[i].data;
+    const plainOutput = data && data.type === "output" && typeof data.layer_name !== "string";
+    if (!plainOutput || i >= tailFrom) kept.push(rows[i]);
+  }
+  return kept;
+}
+

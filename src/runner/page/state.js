@@ -196,7 +196,8 @@ function applySummary(state, summary) {
  * Folds one event into a job's state and returns the new state (the old one
  * is not changed). Events:
  * - `{type:"detail", detail}`: `GET /api/jobs/{id}` (summary and stages);
- * - `{type:"lines", rows:[{seq, data}]}`: numbered lines, in order;
+ * - `{type:"lines", rows:[{seq, data}], lastSeq}`: numbered lines, in
+ *   order (`lastSeq`, optional: the last sequence number they cover);
  * - `{type:"end", summary}`: the stream's last word on the job;
  * - `{type:"known-stages", stages:[{layer_name, layer}]}`: stages seen in
  *   earlier jobs, shown as pending until they start;
@@ -225,7 +226,9 @@ export function reduceJob(prev, event) {
         if (started !== null) stage.startMs = started;
         let status = STAGE_STATUSES.includes(s.status) ? s.status : "pending";
         if (status === "error" && stage.error === CANCELLED) status = "cancelled";
-        if (status !== "pending" && status !== "skipped" && stage.status === "pending") {
+        // A stage that started went through running, even if it ended skipped.
+        const entered = status !== "skipped" || typeof s.started_seq === "number";
+        if (status !== "pending" && entered && stage.status === "pending") {
           setStatus(stage, "running");
         }
         setStatus(stage, status);
@@ -247,6 +250,9 @@ export function reduceJob(prev, event) {
         state.lastSeq = row.seq;
         applyLine(draft, row.seq, row.data);
       }
+      // A thinned batch says where it ended (the plain output lines left
+      // out carry no state).
+      if (typeof event.lastSeq === "number" && event.lastSeq > state.lastSeq) state.lastSeq = event.lastSeq;
       break;
     }
     case "end": {

@@ -15,6 +15,7 @@ import { clockOf, formatValue } from "./format.js";
 const MAX_PX = 8000000;
 const PAGE = 500;
 const MAX_PAGES = 80;
+const LIVE_DRAW_MS = 100;
 const LEVELS = ["trace", "debug", "info", "warn", "error"];
 
 /** Every line of a job, in pages fetched on demand. */
@@ -70,6 +71,7 @@ export class AllLines {
 
   ensure(first, last) {
     const end = Math.min(last, this.total - 1);
+    if (end < first) return;
     for (let n = Math.floor(first / PAGE); n <= Math.floor(Math.max(end, first) / PAGE); n++) {
       if (this.loading.has(n)) continue;
       const page = this.pages.get(n);
@@ -165,8 +167,10 @@ export class FilteredLines {
       });
   }
 
-  // Live lines: appended once every earlier match has been fetched.
-  put(rows) {
+  // Live lines: appended once every earlier match has been fetched. (A
+  // thinned batch leaves out only plain output lines, which no stage or
+  // level filter matches.)
+  put(rows, lastSeq) {
     if (!this.done) return;
     for (const row of rows) {
       if (row.seq > this.lastSeq) {
@@ -174,6 +178,7 @@ export class FilteredLines {
         if (lineMatches(row.data, this.filter)) this.rows.push(row);
       }
     }
+    if (typeof lastSeq === "number" && lastSeq > this.lastSeq) this.lastSeq = lastSeq;
   }
 
   indexOfSeq(seq) {
@@ -295,15 +300,17 @@ export class VirtualTerminal {
     this.current = null; // the seq jumped to
     this.emptyText = "No lines yet.";
     this.lastTop = 0;
+    this.lastDraw = -Infinity;
+    this.longestDrawMs = 0;
     scroller.addEventListener("scroll", () => {
       const top = scroller.scrollTop;
       // Scrolling up leaves follow mode; reaching the bottom enters it.
       if (top < this.lastTop - 1) this.follow = false;
       this.lastTop = top;
       if (this.atBottom()) this.follow = true;
-      this.schedule();
+      this.schedule(true);
     });
-    window.addEventListener("resize", () => this.schedule());
+    window.addEventListener("resize", () => this.schedule(true));
   }
 
   setSource(source, emptyText) {
@@ -315,7 +322,7 @@ export class VirtualTerminal {
     for (const node of this.pool) node.dataset.key = "";
     this.scroller.scrollTop = 0;
     this.lastTop = 0;
-    this.schedule();
+    this.schedule(true);
   }
 
   geometry() {
@@ -332,12 +339,26 @@ export class VirtualTerminal {
     return this.scroller.scrollTop >= g.scrollMax - 2;
   }
 
-  schedule() {
+  // Draws in the next animation frame. New lines arriving (`urgent` false)
+  // draw at most every LIVE_DRAW_MS, so a job printing as fast as it can
+  // leaves the main thread free; scrolling draws in the next frame.
+  schedule(urgent = false) {
     if (this.frame !== null) return;
-    this.frame = requestAnimationFrame(() => {
-      this.frame = null;
-      this.draw();
-    });
+    const wait = urgent ? 0 : this.lastDraw + LIVE_DRAW_MS - performance.now();
+    const frame = () => {
+      this.frame = requestAnimationFrame(() => {
+        this.frame = null;
+        const started = performance.now();
+        this.lastDraw = started;
+        this.draw();
+        this.longestDrawMs = Math.max(this.longestDrawMs, performance.now() - started);
+      });
+    };
+    if (wait > 0) {
+      this.frame = setTimeout(frame, wait);
+    } else {
+      frame();
+    }
   }
 
   /** Scrolls so that sequence number `seq` is in view (centred). */
@@ -353,7 +374,7 @@ export class VirtualTerminal {
     this.spacer.style.height = g.height + "px";
     this.scroller.scrollTop = g.maxFirst > 0 ? (first / g.maxFirst) * g.scrollMax : 0;
     this.lastTop = this.scroller.scrollTop;
-    this.schedule();
+    this.schedule(true);
     return true;
   }
 
@@ -367,9 +388,11 @@ export class VirtualTerminal {
       this.lastTop = this.scroller.scrollTop;
     }
     this.empty.hidden = g.count > 0;
-    this.empty.textContent = this.emptyText;
     this.scroller.dataset.total = String(g.count);
     if (!source || g.count === 0) {
+      // An empty filtered view fetches its first page from here.
+      if (source) source.ensure(0, Math.ceil(g.view / this.rowHeight));
+      this.empty.textContent = source && source.loading === true ? "Loading\u2026" : this.emptyText;
       for (const node of this.pool) node.hidden = true;
       return;
     }
