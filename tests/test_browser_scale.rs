@@ -333,11 +333,18 @@ async fn without_a_shared_worker_hidden_tabs_let_go_of_their_stream() -> Result<
         }
         // A hidden tab closes its stream and resumes when shown again.
         client.switch_to_window(tabs[0].clone()).await?;
+        wait_js(
+            client,
+            "const j = window.pipelinePage.job(); return !!j && j.lastSeq > 0 && document.getElementById('connection').dataset.state === 'live'",
+            Duration::from_secs(20),
+            "the first tab to be live",
+        )
+        .await?;
         let set_hidden = "const hidden = arguments[0]; Object.defineProperty(document, 'hidden', { configurable: true, get: () => hidden }); document.dispatchEvent(new Event('visibilitychange'));";
         client.execute(set_hidden, vec![true.into()]).await?;
         let paused = wait_js(
             client,
-            "return document.getElementById('connection').dataset.state === 'idle' ? window.pipelinePage.job().lastSeq : null",
+            "const j = window.pipelinePage.job(); return j && document.getElementById('connection').dataset.state === 'idle' ? j.lastSeq : null",
             Duration::from_secs(10),
             "the hidden tab to close its stream",
         )
@@ -345,7 +352,7 @@ async fn without_a_shared_worker_hidden_tabs_let_go_of_their_stream() -> Result<
         client.execute(set_hidden, vec![false.into()]).await?;
         wait_js(
             client,
-            &format!("return document.getElementById('connection').dataset.state === 'live' && window.pipelinePage.job().lastSeq > {paused}"),
+            &format!("const j = window.pipelinePage.job(); return !!j && document.getElementById('connection').dataset.state === 'live' && j.lastSeq > {paused}"),
             Duration::from_secs(10),
             "the shown tab to resume",
         )
@@ -354,13 +361,16 @@ async fn without_a_shared_worker_hidden_tabs_let_go_of_their_stream() -> Result<
         for tab in &tabs {
             client.switch_to_window(tab.clone()).await?;
             let start = client
-                .execute("const j = window.pipelinePage.job(); return j ? j.lastSeq : 0", vec![])
+                .execute(
+                    "const j = window.pipelinePage && window.pipelinePage.job(); return j ? j.lastSeq : 0",
+                    vec![],
+                )
                 .await?
                 .as_u64()
                 .unwrap_or(0);
             let value = wait_js(
                 client,
-                &format!("const j = window.pipelinePage.job(); return j && j.lastSeq > {start} + 2 ? [j.id, document.documentElement.dataset.stream] : null;"),
+                &format!("const j = window.pipelinePage && window.pipelinePage.job(); return j && j.lastSeq > {start} + 2 ? [j.id, document.documentElement.dataset.stream] : null;"),
                 Duration::from_secs(20),
                 "the shown tab to go live",
             )

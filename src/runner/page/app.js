@@ -564,6 +564,7 @@ function renderJob() {
   let reasonText = null;
   if (job.notFound) reasonText = "No such job: the runner does not know " + job.jobId + ".";
   else if (job.loadError) reasonText = "Could not load the job: " + job.loadError;
+  else if (job.outcome === "cancelled") reasonText = job.reason && job.reason !== "cancelled" ? job.reason : "Cancelled on request.";
   else if (job.reason && job.outcome !== "success") reasonText = job.reason;
   reason.hidden = reasonText === null;
   reason.textContent = reasonText || "";
@@ -667,7 +668,8 @@ function renderStages() {
     if (s.error && s.status !== "complete") name.push(s.error);
     row.button.setAttribute("aria-label", name.join(", "));
     row.button.title = name.join(" \u00b7 ");
-    const showError = (s.status === "error" || s.status === "cancelled") && s.error;
+    // "cancelled" is already the status word; any other error text shows.
+    const showError = (s.status === "error" || s.status === "cancelled") && s.error && s.error !== "cancelled";
     row.error.hidden = !showError;
     row.error.textContent = showError ? s.error : "";
     if (row.announced !== null && row.announced !== s.status && s.status !== "pending") {

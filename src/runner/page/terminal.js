@@ -222,6 +222,7 @@ export function describeLine(data) {
     case "pipeline_start":
       return { kind: "event", text: "pipeline started" };
     case "pipeline_complete":
+      if (data.error === "cancelled") return { kind: "event-cancel", text: "pipeline cancelled" };
       return {
         kind: data.status === "success" ? "event" : "event-bad",
         text: "pipeline " + (data.status || "ended") + (data.error ? ": " + data.error : ""),
