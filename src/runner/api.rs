@@ -38,9 +38,10 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::job::Job;
 use super::joblog::{Record, RecordReader};
+use super::model::validate_job_id;
 use super::model::{log_level, Outcome};
 use super::params::{bad, Params};
-use super::{sse, validate_job_id, Runner, RunnerError};
+use super::{sse, Runner, RunnerError};
 use crate::Level;
 
 /// The largest request body accepted, in bytes.

@@ -42,13 +42,14 @@ use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 use super::classify::{classify, Classified, LineKind, LineSplitter, RawLine, Stream};
+use super::error::RunnerError;
 use super::joblog::{LogTail, OffsetIndex, Record};
+use super::model::now_timestamp;
 use super::model::{
     count, layer_order, now_ms, Meta, Outcome, Phase, StageState, Summary, Tracker, CANCELLED,
     SHUT_DOWN,
 };
 use super::store::{DataDir, Loaded, StageCatalog};
-use super::{now_timestamp, RunnerError};
 
 /// Batches published but not yet taken by the slowest live client; a client
 /// further behind catches up from the file.

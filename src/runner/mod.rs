@@ -59,9 +59,12 @@ mod store;
 
 pub use api::app;
 pub use error::RunnerError;
+pub use model::validate_job_id;
 pub use server::{serve, shutdown_signal, HEADER_READ_TIMEOUT};
 
 use job::{Job, ListSender};
+#[cfg(test)]
+use model::now_timestamp;
 use model::{Outcome, Summary};
 use store::{DataDir, StageCatalog};
 
@@ -77,20 +80,6 @@ fn host_name(host: &str) -> &str {
     match host.rsplit_once(':') {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
-    }
-}
-
-/// Checks a job id: 1 to 64 characters of `[A-Za-z0-9_-]`. Such an id is safe
-/// as a file name, in a URL and in an environment variable.
-pub fn validate_job_id(id: &str) -> Result<(), RunnerError> {
-    let ok = (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(RunnerError::InvalidJobId)
     }
 }
 
@@ -343,12 +332,6 @@ impl Runner {
         // A panic while holding the lock leaves the map consistent enough.
         self.jobs.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// Now as RFC 3339 in UTC with milliseconds: `2025-11-29T10:30:45.123Z`.
-pub(crate) fn now_timestamp() -> String {
-    // The layer's own formatting: one definition of the wire timestamp.
-    crate::layer::timestamp(std::time::SystemTime::now())
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use std::cmp::Ordering;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
+use super::error::RunnerError;
 use crate::{EventKind, Level, PipelineEvent, Status};
 
 /// The `error` of a stage that ended because its job was cancelled (the
@@ -424,6 +425,26 @@ fn worse(a: Option<Status>, b: Status) -> Status {
         Some(a) if rank(a) >= rank(b) => a,
         _ => b,
     }
+}
+
+/// Checks a job id: 1 to 64 characters of `[A-Za-z0-9_-]`. Such an id is safe
+/// as a file name, in a URL and in an environment variable.
+pub fn validate_job_id(id: &str) -> Result<(), RunnerError> {
+    let ok = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(RunnerError::InvalidJobId)
+    }
+}
+
+/// Now as RFC 3339 in UTC with milliseconds: `2025-11-29T10:30:45.123Z`.
+pub(crate) fn now_timestamp() -> String {
+    // The layer's own formatting: one definition of the wire timestamp.
+    crate::layer::timestamp(std::time::SystemTime::now())
 }
 
 /// The runner's clock in ms since the Unix epoch.

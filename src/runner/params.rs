@@ -6,7 +6,7 @@
 use axum::extract::Query;
 use axum::http::Uri;
 
-use super::RunnerError;
+use super::error::RunnerError;
 
 /// The decoded parameters of one request.
 #[derive(Debug)]

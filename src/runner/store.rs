@@ -23,9 +23,10 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Number;
 
+use super::error::RunnerError;
 use super::joblog::{self, CutOff, OffsetIndex, Recovered};
 use super::model::{count, layer_order, Meta, Outcome, Phase, INTERRUPTED};
-use super::{now_timestamp, validate_job_id, RunnerError};
+use super::model::{now_timestamp, validate_job_id};
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RunnerError + '_ {
     move |source| RunnerError::DataDir {
