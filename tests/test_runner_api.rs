@@ -239,6 +239,9 @@ async fn unknown_repeated_and_bad_parameters_are_400s_that_name_them() {
         ("/api/stream?job=j:0&job=j:1", "job"),
         ("/api/stream?jobs=yes", "jobs"),
         ("/api/stream?tab=1", "tab"),
+        ("/api/jobs/j?x=1", "x"),
+        ("/api/stages?x=1", "x"),
+        ("/api/health?x=1", "x"),
     ] {
         let (status, v) = api.get(uri).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {v}");
@@ -255,6 +258,11 @@ async fn unknown_repeated_and_bad_parameters_are_400s_that_name_them() {
         let (status, v) = api.get(uri).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
         assert_user_message(&v, "job id");
+    }
+    for uri in ["/api/jobs?x=1", "/api/jobs/j/cancel?x=1"] {
+        let (status, v) = api.post(uri, "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "POST {uri}: {v}");
+        assert_user_message(&v, "x");
     }
     let (status, v) = api.get("/api/stream?job=nope:0").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{v}");

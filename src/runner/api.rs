@@ -53,6 +53,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const PAGE_BYTES: usize = 8 * 1024 * 1024;
 /// Bytes per chunk of a `/log` download.
 const LOG_CHUNK: usize = 64 * 1024;
+/// What the routes without parameters take, for the unknown-parameter message.
+const NO_PARAMETERS: &str = "no parameters";
 /// Jobs one `/api/stream` connection may follow.
 const MAX_STREAM_JOBS: usize = 64;
 
@@ -220,8 +222,10 @@ const OBJECT_BODY: &str = r#"the body must be a JSON object like {"job_id":"..."
 
 async fn create_job(
     State(runner): State<Arc<Runner>>,
+    uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, RunnerError> {
+    Params::parse(&uri, NO_PARAMETERS, &[])?;
     let body = match body {
         Ok(body) => body,
         Err(BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_))) => {
@@ -260,13 +264,14 @@ async fn create_job(
     Ok((StatusCode::CREATED, Json(json!({ "job_id": id }))).into_response())
 }
 
-async fn health(State(runner): State<Arc<Runner>>) -> Json<Value> {
-    Json(json!({
+async fn health(State(runner): State<Arc<Runner>>, uri: Uri) -> Result<Json<Value>, RunnerError> {
+    Params::parse(&uri, NO_PARAMETERS, &[])?;
+    Ok(Json(json!({
         "ok": true,
         "version": env!("CARGO_PKG_VERSION"),
         "data_dir": runner.data_dir().display().to_string(),
         "jobs": runner.job_count(),
-    }))
+    })))
 }
 
 /// `status=` values: outcomes, comma-separated.
@@ -306,28 +311,36 @@ async fn list_jobs(State(runner): State<Arc<Runner>>, uri: Uri) -> Result<Respon
 async fn get_job(
     State(runner): State<Arc<Runner>>,
     path: Result<Path<String>, PathRejection>,
+    uri: Uri,
 ) -> Result<Response, RunnerError> {
     let job = job_in(&runner, path)?;
+    Params::parse(&uri, NO_PARAMETERS, &[])?;
     Ok(Json(job.detail(runner.catalog())).into_response())
 }
 
 async fn cancel_job(
     State(runner): State<Arc<Runner>>,
     path: Result<Path<String>, PathRejection>,
+    uri: Uri,
 ) -> Result<Response, RunnerError> {
     let job = job_in(&runner, path)?;
+    Params::parse(&uri, NO_PARAMETERS, &[])?;
     runner.cancel_job(job.id())?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job.id() }))).into_response())
 }
 
-async fn list_stages(State(runner): State<Arc<Runner>>) -> Json<Value> {
+async fn list_stages(
+    State(runner): State<Arc<Runner>>,
+    uri: Uri,
+) -> Result<Json<Value>, RunnerError> {
+    Params::parse(&uri, NO_PARAMETERS, &[])?;
     let list: Vec<_> = runner
         .catalog()
         .list()
         .into_iter()
         .map(|(layer, layer_name)| json!({ "layer": layer, "layer_name": layer_name }))
         .collect();
-    Json(Value::Array(list))
+    Ok(Json(Value::Array(list)))
 }
 
 async fn job_events(
@@ -479,7 +492,7 @@ async fn job_log(
     uri: Uri,
 ) -> Result<Response, RunnerError> {
     let job = job_in(&runner, path)?;
-    Params::parse(&uri, "no parameters", &[])?;
+    Params::parse(&uri, NO_PARAMETERS, &[])?;
     let id = job.id().to_owned();
     let last = job.last_seq();
     let reader = reader_at(&job, 1).await?;
