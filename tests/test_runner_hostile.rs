@@ -83,6 +83,10 @@ async fn hostile_job_ids_in_every_route_are_refused_not_served() {
         for (method, path) in [
             ("GET", format!("/api/jobs/{id}")),
             ("GET", format!("/api/jobs/{id}/events")),
+            ("GET", format!("/api/jobs/{id}/lines")),
+            ("GET", format!("/api/jobs/{id}/log")),
+            ("GET", format!("/api/jobs/{id}/search?q=x")),
+            ("GET", format!("/api/stream?job={id}:0")),
             ("POST", format!("/api/jobs/{id}/cancel")),
         ] {
             let req = c.request(method.parse().unwrap(), format!("{}{path}", srv.url));
@@ -457,6 +461,29 @@ async fn every_response_carries_nosniff_and_a_strict_csp() {
             c.get(u("/api/jobs/running")).send().await.unwrap(),
         ),
         ("stages", c.get(u("/api/stages")).send().await.unwrap()),
+        ("health", c.get(u("/api/health")).send().await.unwrap()),
+        (
+            "lines",
+            c.get(u("/api/jobs/running/lines")).send().await.unwrap(),
+        ),
+        (
+            "log",
+            c.get(u("/api/jobs/running/log")).send().await.unwrap(),
+        ),
+        (
+            "search",
+            c.get(u("/api/jobs/running/search?q=hi"))
+                .send()
+                .await
+                .unwrap(),
+        ),
+        (
+            "stream",
+            c.get(u("/api/stream?job=running:0&jobs=1"))
+                .send()
+                .await
+                .unwrap(),
+        ),
         ("404", c.get(u("/nope")).send().await.unwrap()),
         ("405", c.delete(u("/api/jobs")).send().await.unwrap()),
         ("400", c.get(u("/api/jobs/a%20b")).send().await.unwrap()),
