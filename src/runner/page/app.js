@@ -18,7 +18,8 @@ const TAIL = 200;
 const CONTEXT = 4;
 const TICK_MS = 250;
 const LIST_LIMIT = 50;
-const RENDER_MS = 100;
+const RENDER_MS = 200;
+let lastRender = -Infinity; // when render() last ran
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -56,7 +57,7 @@ try {
     for (const entry of list.getEntries()) {
       perf.longTasks += 1;
       perf.longestTaskMs = Math.max(perf.longestTaskMs, entry.duration);
-      if (perf.tasks.length < 50) perf.tasks.push({ at: Math.round(entry.startTime), ms: Math.round(entry.duration) });
+      if (perf.tasks.length < 500) perf.tasks.push({ at: Math.round(entry.startTime), ms: Math.round(entry.duration) });
     }
   }).observe({ type: "longtask", buffered: true });
 } catch (_) {
@@ -89,7 +90,6 @@ function dispatch(event) {
 
 // One render per animation frame, and while lines stream in at most one
 // every RENDER_MS: the header's counts need not move 60 times a second.
-let lastRender = -Infinity;
 function scheduleRender() {
   if (app.frame !== null) return;
   const frame = () => {
@@ -794,7 +794,9 @@ function renderList() {
     item.pill.dataset.status = outcome;
     const meta = [formatUtc(job.started_at)];
     if (typeof job.duration_ms === "number") meta.push(formatDuration(job.duration_ms));
-    if (typeof job.lines === "number") meta.push(formatCount(job.lines) + " lines");
+    // The open job's count is the live one; the others move with their state.
+    const lines = job.job_id === current && app.job ? Math.max(job.lines || 0, app.job.lastSeq) : job.lines;
+    if (typeof lines === "number") meta.push(formatCount(lines) + " lines");
     item.meta.textContent = meta.filter(Boolean).join(" \u00b7 ");
     item.a.classList.toggle("selected", job.job_id === current);
     if (job.job_id === current) item.a.setAttribute("aria-current", "page");

@@ -15,8 +15,8 @@
 // reopens the stream once the runner answers again, telling its clients
 // `{type:"conn", state}` with state `connecting`, `live`, `down` or `idle`.
 
-const BATCH_MS = 100;
-const BATCH_MAX_ROWS = 2000;
+const BATCH_MS = 200;
+const BATCH_MAX_ROWS = 10000;
 const TAIL_ROWS = 400;
 const REOPEN_MS = 20;
 const HEALTH_FIRST_MS = 500;

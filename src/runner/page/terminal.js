@@ -15,7 +15,7 @@ import { clockOf, formatValue } from "./format.js";
 const MAX_PX = 8000000;
 const PAGE = 500;
 const MAX_PAGES = 80;
-const LIVE_DRAW_MS = 100;
+const LIVE_DRAW_MS = 200;
 const LEVELS = ["trace", "debug", "info", "warn", "error"];
 
 /** Every line of a job, in pages fetched on demand. */
