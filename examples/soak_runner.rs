@@ -12,8 +12,8 @@
 //!                --clients SSE clients each; nothing may be lost
 //!   bulk         one finished job of --lines lines, read back three ways:
 //!                the /log download (what `curl` does, and `curl` itself
-//!                when it is installed), every /lines page in turn, and a
-//!                replay over SSE; side-by-side ratios
+//!                when it is installed), every /lines page in turn, a
+//!                search, and a replay over SSE; side-by-side ratios
 //!   all          throughput, latency and many, one after the other
 //! OPTIONS
 //!   --lines N      (throughput) default 1000000
@@ -640,6 +640,22 @@ async fn bulk(o: &Options, http: &reqwest::Client) -> Result<()> {
         .await?
         .bytes()
         .await?;
+        let (name, secs) = t();
+        best(name, secs);
+        let t = timed("/search of the whole log");
+        let body = http
+            .get(format!(
+                "{}/api/jobs/bulk/search?q=ITEM%20999999%20OF",
+                svc.url
+            ))
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        let found: serde_json::Value = serde_json::from_slice(&body)?;
+        if found["count"] != 1 {
+            bail!("search: {found}");
+        }
         let (name, secs) = t();
         best(name, secs);
         let t = timed("SSE replay (/events from 0)");

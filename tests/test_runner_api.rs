@@ -348,6 +348,9 @@ async fn lines_filters_and_search() {
         "target":"t","message":"almost there"})
     .to_string();
     lines[11] = json!({"type":"output","text":"mined","layer":2,"layer_name":"miner"}).to_string();
+    lines[20] = json!({"type":"output","text":"say \"Hi\" \u{e9}t\u{c9}"}).to_string();
+    lines[21] = r#"{"type":"output","text":"\u0053ay \u0022hi\u0022"}"#.to_owned();
+    lines[22] = json!({"type":"output","text":"the key is \"text\""}).to_string();
     lines[12] = json!({"timestamp":"2026-12-01T10:00:00.000Z","event":"layer_error",
         "layer":2,"layer_name":"miner","status":"error","duration_ms":5,"error":"Almost!"})
     .to_string();
@@ -391,9 +394,18 @@ async fn lines_filters_and_search() {
     assert_eq!(v, json!({"count":1,"seqs":[10],"truncated":false}));
     let (_, v) = api.get("/api/jobs/f/search?q=MINE").await;
     assert_eq!(v, json!({"count":3,"seqs":[10,12,13],"truncated":false}));
+    // Escaped text matches as a user sees it; JSON keys do not match.
+    let (_, v) = api.get("/api/jobs/f/search?q=say%20%22hi%22").await;
+    assert_eq!(v["seqs"], json!([21, 22]));
+    let (_, v) = api.get("/api/jobs/f/search?q=%C3%89T%C3%A9").await;
+    assert_eq!(v["seqs"], json!([21]));
+    let (_, v) = api.get("/api/jobs/f/search?q=type").await;
+    assert_eq!(v["count"], 0);
     let (_, v) = api.get("/api/jobs/f/search?q=99&limit=3").await;
     // 99, 199 ... 2999: every number up to 3000 with "99" in it.
-    let want = (1..=3000).filter(|i| i.to_string().contains("99")).count();
+    let want = (1..=3000)
+        .filter(|i| ![21, 22, 23].contains(i) && i.to_string().contains("99"))
+        .count();
     assert_eq!(v["count"], want);
     assert_eq!(v["seqs"], json!([99, 199, 299]));
     assert_eq!(v["truncated"], true);

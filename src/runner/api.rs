@@ -576,6 +576,11 @@ async fn job_search(
             if record.seq > last {
                 break;
             }
+            // Without a `\` the JSON text holds every string as it is, so a
+            // line whose text lacks the needle cannot show it: skip parsing.
+            if !record.data.contains('\\') && !record.data.to_lowercase().contains(&needle) {
+                continue;
+            }
             let line = parse_line(&record);
             if filter.keeps(&line) && shows(&line, &needle) {
                 count += 1;
