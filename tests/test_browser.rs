@@ -559,6 +559,13 @@ async fn failing_commands_and_unknown_jobs_say_why() -> Result<()> {
         let exited = read_page(client).await?;
         run_job_from_page(client, &missing.base_url).await?;
         wait_finished(client).await?;
+        wait_js(
+            client,
+            "return document.querySelectorAll('#terminal .line:not(.placeholder)').length > 0",
+            UI_TIMEOUT,
+            "the job's one line in the terminal",
+        )
+        .await?;
         let not_started = read_page(client).await?;
         save_screenshot(client, "page-cannot-start.png").await?;
         client
@@ -1010,5 +1017,130 @@ async fn dark_theme_follows_the_system() -> Result<()> {
     let theme = outcome?;
     assert_eq!(theme[0], true, "the browser prefers dark: {theme}");
     assert_eq!(theme[1], "rgb(13, 17, 23)", "the page follows: {theme}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_level_filter_deep_links_and_download() -> Result<()> {
+    let Some(paths) = browser_or_skip("search_level_filter_deep_links_and_download") else {
+        return Ok(());
+    };
+    let runner = start_runner("search", "0.3")?;
+    let browser = Browser::start(&paths).await?;
+
+    let outcome = async {
+        let client = &browser.client;
+        let id = run_job_from_page(client, &runner.base_url).await?;
+        wait_finished(client).await?;
+        // Search the whole log; next jumps to the second match.
+        client
+            .execute(
+                "document.getElementById('search-q').value = 'people_mapper'; document.getElementById('search-next').click();",
+                vec![],
+            )
+            .await?;
+        let first = wait_js(
+            client,
+            "const c = document.querySelector('#terminal .line.current'); const n = document.getElementById('search-count'); return c && Number(n.dataset.count) > 1 ? [n.textContent, c.dataset.seq, c.textContent] : null;",
+            UI_TIMEOUT,
+            "the first match",
+        )
+        .await?;
+        client.find(Locator::Id("search-next")).await?.click().await?;
+        let second = wait_js(
+            client,
+            &format!("const c = document.querySelector('#terminal .line.current'); return c && c.dataset.seq !== '{}' ? [document.getElementById('search-count').textContent, c.dataset.seq, c.textContent] : null;", first[1].as_str().unwrap_or_default()),
+            UI_TIMEOUT,
+            "the second match",
+        )
+        .await?;
+        // Only error log lines.
+        client
+            .execute(
+                "const l = document.getElementById('level'); l.value = 'error'; l.dispatchEvent(new Event('change'));",
+                vec![],
+            )
+            .await?;
+        let errors = wait_js(
+            client,
+            "const rows = [...document.querySelectorAll('#terminal .line')].filter((l) => !l.hidden); return rows.length && rows.every((l) => l.textContent.includes('ERROR')) ? rows.map((l) => l.textContent) : null;",
+            UI_TIMEOUT,
+            "only error log lines",
+        )
+        .await?;
+        // A deep link to a line, from a fresh load.
+        client
+            .goto(&format!("{}/#/jobs/{id}/lines/3", runner.base_url))
+            .await?;
+        client.refresh().await?;
+        let linked = wait_js(
+            client,
+            "const c = document.querySelector('#terminal .line.current'); return c ? c.dataset.seq : null;",
+            UI_TIMEOUT,
+            "the linked line",
+        )
+        .await?;
+        let download = client
+            .execute("return document.getElementById('download').getAttribute('href')", vec![])
+            .await?;
+        let reply = reqwest::get(format!(
+            "{}/{}",
+            runner.base_url,
+            download.as_str().unwrap_or_default()
+        ))
+        .await?;
+        let disposition = reply
+            .headers()
+            .get("content-disposition")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = reply.bytes().await?;
+        anyhow::Ok((id, first, second, errors, linked, download, disposition, body))
+    }
+    .await;
+    browser.close().await?;
+    let (id, first, second, errors, linked, download, disposition, body) = outcome?;
+
+    assert!(
+        first[0].as_str().unwrap_or_default().starts_with("1 of "),
+        "{first}"
+    );
+    assert!(
+        first[2]
+            .as_str()
+            .unwrap_or_default()
+            .contains("people_mapper"),
+        "{first}"
+    );
+    assert!(
+        second[0].as_str().unwrap_or_default().starts_with("2 of "),
+        "{second}"
+    );
+    assert!(
+        second[2]
+            .as_str()
+            .unwrap_or_default()
+            .contains("people_mapper"),
+        "{second}"
+    );
+    let errors: Vec<&str> = errors
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        errors.iter().all(|l| l.contains("ERROR")),
+        "only error log lines: {errors:#?}"
+    );
+    assert_eq!(linked, "3", "the deep link shows line 3");
+    assert_eq!(download, format!("api/jobs/{id}/log"));
+    assert!(disposition.contains("attachment"), "{disposition:?}");
+    let lines = body
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count();
+    assert!(lines > 10, "the whole log downloads: {lines} lines");
     Ok(())
 }

@@ -256,6 +256,7 @@ function handleStreamMessage(msg) {
       if (app.job && msg.job === app.job.jobId) {
         dispatch({ type: "end", summary: msg.summary });
         app.watching = null;
+        syncTotal(msg.summary);
         const generation = app.generation;
         // The final word on stages (metadata, errors) and the failure's context.
         api
@@ -263,6 +264,7 @@ function handleStreamMessage(msg) {
           .then((detail) => {
             if (generation !== app.generation) return;
             dispatch({ type: "detail", detail });
+            syncTotal(detail);
             loadFailure(generation);
           })
           .catch(() => {});
@@ -274,6 +276,15 @@ function handleStreamMessage(msg) {
       break;
     default:
       break;
+  }
+}
+
+// The terminal covers every line a summary counts (any it lacks are
+// fetched when drawn).
+function syncTotal(summary) {
+  if (app.lines && summary && typeof summary.lines === "number") {
+    app.lines.setTotal(summary.lines);
+    terminal.schedule(true);
   }
 }
 
@@ -291,7 +302,11 @@ function recovered() {
     const generation = app.generation;
     api
       .jobDetail(app.job.jobId)
-      .then((detail) => generation === app.generation && dispatch({ type: "detail", detail }))
+      .then((detail) => {
+        if (generation !== app.generation) return;
+        dispatch({ type: "detail", detail });
+        syncTotal(detail);
+      })
       .catch(() => {});
   }
 }
