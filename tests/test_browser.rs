@@ -1144,3 +1144,114 @@ async fn search_level_filter_deep_links_and_download() -> Result<()> {
     assert!(lines > 10, "the whole log downloads: {lines} lines");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_list_is_paged_searchable_filtered_and_live() -> Result<()> {
+    let Some(paths) = browser_or_skip("job_list_is_paged_searchable_filtered_and_live") else {
+        return Ok(());
+    };
+    let runner = Runner::start("list", &["sh", "-c", "echo hi"])?;
+    let browser = Browser::start(&paths).await?;
+
+    let outcome = async {
+        let client = &browser.client;
+        let mut ids = Vec::new();
+        for _ in 0..55 {
+            ids.push(runner.create_job().await?);
+        }
+        client.goto(&format!("{}/", runner.base_url)).await?;
+        let read = "return { ids: [...document.querySelectorAll('.job-link')].map((a) => a.querySelector('.job-name').textContent), total: document.getElementById('jobs-total').textContent, older: !document.getElementById('jobs-older').disabled, meta: (document.querySelector('.job-meta') || {}).textContent || '' }";
+        let first = wait_js(
+            client,
+            &format!("const r = (() => {{ {read} }})(); return r.ids.length === 50 ? r : null;"),
+            UI_TIMEOUT,
+            "the first page of 50",
+        )
+        .await?;
+        client.find(Locator::Id("jobs-older")).await?.click().await?;
+        let older = wait_js(
+            client,
+            &format!("const r = (() => {{ {read} }})(); return r.ids.length === 5 ? r : null;"),
+            UI_TIMEOUT,
+            "the second page",
+        )
+        .await?;
+        client.find(Locator::Id("jobs-newer")).await?.click().await?;
+        wait_js(
+            client,
+            "return document.querySelectorAll('.job-link').length === 50",
+            UI_TIMEOUT,
+            "back to the first page",
+        )
+        .await?;
+        // A new job shows up on its own, on top.
+        let new_id = runner.create_job().await?;
+        let live = wait_js(
+            client,
+            &format!("const r = (() => {{ {read} }})(); return r.ids[0] === '{new_id}' ? r : null;"),
+            UI_TIMEOUT,
+            "the new job at the top of the list",
+        )
+        .await?;
+        // Search by id, then a status filter nothing matches.
+        let wanted = ids[17].clone();
+        client
+            .execute(
+                "const q = document.getElementById('jobs-q'); q.value = arguments[0]; q.dispatchEvent(new Event('input'));",
+                vec![wanted.clone().into()],
+            )
+            .await?;
+        let searched = wait_js(
+            client,
+            &format!("const r = (() => {{ {read} }})(); return r.ids.length === 1 ? r : null;"),
+            UI_TIMEOUT,
+            "one job matching the search",
+        )
+        .await?;
+        client
+            .execute(
+                "const q = document.getElementById('jobs-q'); q.value = ''; q.dispatchEvent(new Event('input')); const s = document.getElementById('jobs-status'); s.value = 'running'; s.dispatchEvent(new Event('change'));",
+                vec![],
+            )
+            .await?;
+        let none = wait_js(
+            client,
+            "const n = document.getElementById('no-jobs'); return !n.hidden && document.querySelectorAll('.job-link').length === 0 ? n.textContent : null;",
+            UI_TIMEOUT,
+            "no running jobs",
+        )
+        .await?;
+        anyhow::Ok((ids, first, older, new_id, live, wanted, searched, none))
+    }
+    .await;
+    browser.close().await?;
+    let (ids, first, older, new_id, live, wanted, searched, none) = outcome?;
+
+    let shown: Vec<&str> = first["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let newest: Vec<&str> = ids.iter().rev().take(50).map(String::as_str).collect();
+    assert_eq!(shown, newest, "newest first, full ids");
+    assert_eq!(first["total"], "(55)");
+    assert_eq!(first["older"], true);
+    let meta = first["meta"].as_str().unwrap_or_default();
+    assert!(
+        meta.contains("UTC") && meta.contains("lines"),
+        "start time, duration, lines: {meta:?}"
+    );
+    let rest: Vec<&str> = older["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let oldest: Vec<&str> = ids.iter().take(5).rev().map(String::as_str).collect();
+    assert_eq!(rest, oldest, "the second page holds the oldest five");
+    assert_eq!(live["ids"][0], new_id.as_str());
+    assert_eq!(searched["ids"], serde_json::json!([wanted]));
+    assert_eq!(none, "No jobs match.");
+    Ok(())
+}
