@@ -382,7 +382,10 @@ async fn twenty_jobs_at_once() {
 
 #[tokio::test]
 async fn shutdown_stops_running_jobs_and_records_their_end() {
-    let srv = Server::start(sh("echo up; sleep 60")).await;
+    let srv = Server::start(sh(
+        r#"echo '{"event":"layer_start","layer":1,"layer_name":"w"}'; echo up; sleep 60"#,
+    ))
+    .await;
     let id = create_job(&srv.url, Some("stopped")).await.unwrap();
     let mut sse = SseClient::connect(&srv.url, &id, None).await.unwrap();
     sse.next().await.unwrap().unwrap();
@@ -394,6 +397,13 @@ async fn shutdown_stops_running_jobs_and_records_their_end() {
     let rest = reader.await.unwrap();
     let complete = events_named(&rest, "pipeline_complete");
     assert_eq!(complete[0]["error"], "runner shut down");
+    // The stage still running is closed first, with the same reason.
+    let closed = events_named(&rest, "layer_error");
+    assert_eq!(closed.len(), 1);
+    assert_eq!(
+        (&closed[0]["layer_name"], &closed[0]["error"]),
+        (&json!("w"), &json!("runner shut down"))
+    );
     assert!(
         runner_common::client().get(&url).send().await.is_err(),
         "still listening"
@@ -403,6 +413,10 @@ async fn shutdown_stops_running_jobs_and_records_their_end() {
             .unwrap();
     assert_eq!(meta["state"], "finished");
     assert_eq!(meta["status"], "error");
+    assert_eq!(meta["outcome"], "interrupted");
+    assert_eq!(meta["reason"], "runner shut down");
+    assert_eq!(meta["stages"][0]["status"], "error");
+    assert_eq!(meta["stages"][0]["error"], "runner shut down");
 }
 
 #[tokio::test]
