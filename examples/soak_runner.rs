@@ -10,7 +10,11 @@
 //!                its send time; the client measures write -> receive latency
 //!   many         --jobs jobs at once, each printing --job-lines lines, with
 //!                --clients SSE clients each; nothing may be lost
-//!   all          the three, one after the other
+//!   bulk         one finished job of --lines lines, read back three ways:
+//!                the /log download (what `curl` does, and `curl` itself
+//!                when it is installed), every /lines page in turn, a
+//!                search, and a replay over SSE; side-by-side ratios
+//!   all          throughput, latency and many, one after the other
 //! OPTIONS
 //!   --lines N      (throughput) default 1000000
 //!   --rate R       (latency) lines per second, default 1000
@@ -137,7 +141,7 @@ fn parse(args: &[String]) -> Result<Options> {
     while let Some(a) = it.next() {
         let mut value = || it.next().context(format!("{a} needs a value"));
         match a.as_str() {
-            "throughput" | "latency" | "many" | "all" => o.mode = a.clone(),
+            "throughput" | "latency" | "many" | "bulk" | "all" => o.mode = a.clone(),
             "--lines" => o.lines = value()?.parse()?,
             "--rate" => o.rate = value()?.parse()?,
             "--secs" => o.secs = value()?.parse()?,
@@ -522,6 +526,161 @@ async fn many_once(o: &Options, http: &reqwest::Client, round: usize) -> Result<
     Ok(())
 }
 
+/// Reads `url` to its end; returns the body's size and its number of `\n`.
+async fn download(http: &reqwest::Client, url: &str) -> Result<(u64, u64)> {
+    let resp = http.get(url).send().await?;
+    if resp.status() != 200 {
+        bail!("GET {url}: {}", resp.status());
+    }
+    let mut stream = resp.bytes_stream();
+    let (mut bytes, mut lines) = (0u64, 0u64);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        bytes += chunk.len() as u64;
+        lines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+    }
+    Ok((bytes, lines))
+}
+
+/// Reads every `/lines` page of `id` in turn, `limit` rows each, following
+/// `X-Next-From`; returns the rows read and the number of pages.
+async fn all_pages(http: &reqwest::Client, url: &str, id: &str, limit: u64) -> Result<(u64, u64)> {
+    let (mut from, mut rows, mut pages) = (1u64, 0u64, 0u64);
+    loop {
+        let resp = http
+            .get(format!(
+                "{url}/api/jobs/{id}/lines?from={from}&limit={limit}"
+            ))
+            .send()
+            .await?;
+        if resp.status() != 200 {
+            bail!("lines from {from}: {}", resp.status());
+        }
+        let next = resp
+            .headers()
+            .get("x-next-from")
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let body = resp.bytes().await?;
+        rows += body.iter().filter(|&&b| b == b'\n').count() as u64;
+        pages += 1;
+        match next {
+            Some(n) => from = n,
+            None => return Ok((rows, pages)),
+        }
+    }
+}
+
+async fn bulk(o: &Options, http: &reqwest::Client) -> Result<()> {
+    let svc = start_service("bulk", &["--child".into(), o.lines.to_string()]).await?;
+    create_job(http, &svc.url, "bulk").await?;
+    let total = read_stream(http, &svc.url, "bulk", |_, _| Ok(())).await?;
+    let log_url = format!("{}/api/jobs/bulk/log", svc.url);
+    let timed = |label: &'static str| {
+        let started = Instant::now();
+        move || (label, started.elapsed().as_secs_f64())
+    };
+    let mut rows_out: Vec<(String, String)> = Vec::new();
+    // Each measure twice; the better one counts (the first warms the page cache).
+    let mut best = |name: &str, secs: f64| {
+        if let Some(r) = rows_out.iter_mut().find(|(n, _)| n == name) {
+            let old: f64 = r.1.parse().unwrap_or(f64::MAX);
+            if secs < old {
+                r.1 = format!("{secs:.3}");
+            }
+        } else {
+            rows_out.push((name.to_owned(), format!("{secs:.3}")));
+        }
+    };
+    let mut log_bytes = 0;
+    for _ in 0..2 {
+        let t = timed("/log");
+        let (bytes, lines) = download(http, &log_url).await?;
+        if lines != total {
+            bail!("/log gave {lines} lines, the job has {total}");
+        }
+        log_bytes = bytes;
+        let (name, secs) = t();
+        best(name, secs);
+        let curl = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", &log_url])
+            .status();
+        if curl.is_ok() {
+            let t = timed("curl /log");
+            let status = std::process::Command::new("curl")
+                .args(["-s", "-o", "/dev/null", &log_url])
+                .status()?;
+            if !status.success() {
+                bail!("curl: {status}");
+            }
+            let (name, secs) = t();
+            best(name, secs);
+        }
+        let t = timed("/lines, all pages of 10000");
+        let (rows, _) = all_pages(http, &svc.url, "bulk", 10_000).await?;
+        if rows != total {
+            bail!("/lines gave {rows} rows, the job has {total}");
+        }
+        let (name, secs) = t();
+        best(name, secs);
+        let t = timed("/lines, first page of 1000");
+        http.get(format!("{}/api/jobs/bulk/lines?limit=1000", svc.url))
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        let (name, secs) = t();
+        best(name, secs);
+        let t = timed("/lines, last page of 1000");
+        let from = total.saturating_sub(999).max(1);
+        http.get(format!(
+            "{}/api/jobs/bulk/lines?from={from}&limit=1000",
+            svc.url
+        ))
+        .send()
+        .await?
+        .bytes()
+        .await?;
+        let (name, secs) = t();
+        best(name, secs);
+        let t = timed("/search of the whole log");
+        let body = http
+            .get(format!(
+                "{}/api/jobs/bulk/search?q=ITEM%20999999%20OF",
+                svc.url
+            ))
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        let found: serde_json::Value = serde_json::from_slice(&body)?;
+        if found["count"] != 1 {
+            bail!("search: {found}");
+        }
+        let (name, secs) = t();
+        best(name, secs);
+        let t = timed("SSE replay (/events from 0)");
+        read_stream(http, &svc.url, "bulk", |_, _| Ok(())).await?;
+        let (name, secs) = t();
+        best(name, secs);
+    }
+    svc.finish().await?;
+    header(&format!(
+        "bulk: one finished job of {total} lines, {:.1} MiB as /log",
+        log_bytes as f64 / 1048576.0
+    ));
+    let base: f64 = rows_out
+        .iter()
+        .find(|(n, _)| n == "curl /log")
+        .or_else(|| rows_out.iter().find(|(n, _)| n == "/log"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    for (name, secs) in &rows_out {
+        let s: f64 = secs.parse().unwrap_or(f64::NAN);
+        row(name, format!("{s:.3} s = {:.2}x", s / base));
+    }
+    Ok(())
+}
+
 fn run(args: &[String]) -> Result<()> {
     let o = parse(args)?;
     let rt = tokio::runtime::Runtime::new()?;
@@ -540,6 +699,7 @@ fn run(args: &[String]) -> Result<()> {
             "throughput" => throughput(&o, &http).await,
             "latency" => latency(&o, &http).await,
             "many" => many(&o, &http).await,
+            "bulk" => bulk(&o, &http).await,
             _ => {
                 throughput(&o, &http).await?;
                 latency(&o, &http).await?;

@@ -55,7 +55,7 @@ async fn restart_lists_replays_and_marks_interrupted_jobs() {
 
     let third = RunnerProcess::start(&data, &script).unwrap();
     let list = get_json(&format!("{}/api/jobs", third.url)).await.unwrap();
-    let states: Vec<(&str, &str, &str)> = list
+    let states: Vec<(&str, &str, &str)> = list["jobs"]
         .as_array()
         .unwrap()
         .iter()

@@ -34,7 +34,8 @@ async fn late_join_replays_everything_and_last_event_id_resumes_exactly() {
     assert_eq!(detail["status"], "error");
     assert_eq!(
         detail["stages"],
-        json!([{"layer":2,"layer_name":"a","status":"complete","duration_ms":77}])
+        json!([{"layer":2,"layer_name":"a","status":"complete","duration_ms":77,
+                "started_seq":41,"ended_seq":42}])
     );
 
     let all = collect(&srv.url, &id, None).await;
@@ -135,15 +136,31 @@ async fn a_crashing_child_gets_a_pipeline_complete() {
     assert!(c["duration_ms"].is_u64());
     assert_eq!(
         c["metadata"],
-        json!({"layers_completed":0,"layers_failed":0,"layers_skipped":1})
+        json!({"layers_completed":0,"layers_failed":1,"layers_skipped":1})
     );
     let ts = c["timestamp"].as_str().unwrap();
     assert_eq!((ts.len(), &ts[19..20], &ts[23..]), (24, ".", "Z"), "{ts}");
     // The runner's line is a line of the schema like the layer's own, and
     // the schema types read it.
     common::assert_valid(c);
-    // The runner's line comes last, after everything the child printed.
+    // The runner's lines come last, after everything the child printed:
+    // the stage still open is closed with the job's reason, then the job.
     assert_eq!(all[all.len() - 2].data, *c);
+    let closed = &all[all.len() - 3].data;
+    assert_eq!(closed["event"], "layer_error");
+    assert_eq!(closed["layer_name"], "x");
+    assert_eq!(closed["layer"], 1);
+    assert_eq!(closed["status"], "error");
+    assert_eq!(closed["error"], "killed by signal 9");
+    assert_eq!(closed["job_id"], "crash");
+    assert!(closed["duration_ms"].is_u64());
+    common::assert_valid(closed);
+    // Output read while x alone ran is attributed to it.
+    let hi = all.iter().find(|m| m.data["text"] == "hi").unwrap();
+    assert_eq!(
+        hi.data,
+        json!({"type":"output","text":"hi","layer":1,"layer_name":"x"})
+    );
 
     let detail = wait_finished(&srv.url, &id).await;
     assert_eq!(detail["state"], "finished");
@@ -160,7 +177,14 @@ async fn a_crashing_child_gets_a_pipeline_complete() {
             )
         })
         .collect();
-    assert_eq!(stages, [("x", "running"), ("y", "skipped")]);
+    assert_eq!(stages, [("x", "error"), ("y", "skipped")]);
+    assert_eq!(detail["stages"][0]["error"], "killed by signal 9");
+    assert_eq!(detail["outcome"], "error");
+    assert_eq!(detail["reason"], "killed by signal 9");
+    assert_eq!(
+        detail["counts"],
+        json!({"completed":0,"failed":1,"skipped":1,"running":0,"cancelled":0})
+    );
     srv.shutdown().await;
 }
 
@@ -325,7 +349,7 @@ async fn twenty_jobs_at_once() {
     let list = runner_common::get_json(&format!("{}/api/jobs", srv.url))
         .await
         .unwrap();
-    assert_eq!(list.as_array().unwrap().len(), 20);
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 20);
     let stages = runner_common::get_json(&format!("{}/api/stages", srv.url))
         .await
         .unwrap();
@@ -358,7 +382,10 @@ async fn twenty_jobs_at_once() {
 
 #[tokio::test]
 async fn shutdown_stops_running_jobs_and_records_their_end() {
-    let srv = Server::start(sh("echo up; sleep 60")).await;
+    let srv = Server::start(sh(
+        r#"echo '{"event":"layer_start","layer":1,"layer_name":"w"}'; echo up; sleep 60"#,
+    ))
+    .await;
     let id = create_job(&srv.url, Some("stopped")).await.unwrap();
     let mut sse = SseClient::connect(&srv.url, &id, None).await.unwrap();
     sse.next().await.unwrap().unwrap();
@@ -370,6 +397,13 @@ async fn shutdown_stops_running_jobs_and_records_their_end() {
     let rest = reader.await.unwrap();
     let complete = events_named(&rest, "pipeline_complete");
     assert_eq!(complete[0]["error"], "runner shut down");
+    // The stage still running is closed first, with the same reason.
+    let closed = events_named(&rest, "layer_error");
+    assert_eq!(closed.len(), 1);
+    assert_eq!(
+        (&closed[0]["layer_name"], &closed[0]["error"]),
+        (&json!("w"), &json!("runner shut down"))
+    );
     assert!(
         runner_common::client().get(&url).send().await.is_err(),
         "still listening"
@@ -379,6 +413,10 @@ async fn shutdown_stops_running_jobs_and_records_their_end() {
             .unwrap();
     assert_eq!(meta["state"], "finished");
     assert_eq!(meta["status"], "error");
+    assert_eq!(meta["outcome"], "interrupted");
+    assert_eq!(meta["reason"], "runner shut down");
+    assert_eq!(meta["stages"][0]["status"], "error");
+    assert_eq!(meta["stages"][0]["error"], "runner shut down");
 }
 
 #[tokio::test]

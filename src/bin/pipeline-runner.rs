@@ -1,6 +1,11 @@
 //! `pipeline-runner`: serves the live pipeline page and runs a pipeline
 //! command per job. Argument parsing and serving, nothing else; the service
 //! is `tracing_pipeline::runner`.
+//!
+//! stdout gets two lines once the runner listens, `listening on
+//! http://ADDR` then `data directory: PATH`; everything the runner logs
+//! goes to stderr through a `tracing` fmt subscriber (`RUST_LOG` filters it,
+//! `info` by default).
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -63,17 +68,24 @@ fn main() -> ExitCode {
         );
     }
     let args = Args::parse_from(program.into_iter().chain(rest));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
     if !args.bind.ip().is_loopback() {
         if !args.allow_remote {
-            eprintln!(
-                "pipeline-runner: refusing to listen on {} without --allow-remote: \
+            tracing::error!(
+                "refusing to listen on {} without --allow-remote: \
                  the API has no authentication",
                 args.bind
             );
             return ExitCode::from(2);
         }
-        eprintln!(
-            "pipeline-runner: WARNING: listening on {}; the API has no authentication, \
+        tracing::warn!(
+            "WARNING: listening on {}; the API has no authentication, \
              anyone who can reach it can run and cancel jobs and read their output",
             args.bind
         );
@@ -82,7 +94,7 @@ fn main() -> ExitCode {
         match std::env::current_exe() {
             Ok(exe) => vec![exe.into_os_string(), "reference".into()],
             Err(e) => {
-                eprintln!("pipeline-runner: cannot find my own executable: {e}");
+                tracing::error!("cannot find my own executable: {e}");
                 return ExitCode::FAILURE;
             }
         }
@@ -92,7 +104,7 @@ fn main() -> ExitCode {
     let runner = match Runner::open(command, &args.data_dir) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("pipeline-runner: {e}");
+            tracing::error!("{e}");
             return ExitCode::FAILURE;
         }
     };
@@ -100,7 +112,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("pipeline-runner: cannot start the tokio runtime: {e}");
+            tracing::error!("cannot start the tokio runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -108,19 +120,25 @@ fn main() -> ExitCode {
         let listener = match tokio::net::TcpListener::bind(args.bind).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("pipeline-runner: cannot listen on {}: {e}", args.bind);
+                tracing::error!("cannot listen on {}: {e}", args.bind);
                 return ExitCode::FAILURE;
             }
         };
         let addr = listener.local_addr().unwrap_or(args.bind);
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "listening on http://{addr}");
+        // One write: a reader that takes the first line and then closes
+        // the pipe loses nothing it needs.
+        let _ = write!(
+            stdout,
+            "listening on http://{addr}\ndata directory: {}\n",
+            runner.data_dir().display()
+        );
         let _ = stdout.flush();
         drop(stdout);
         match serve(listener, runner, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("pipeline-runner: {e}");
+                tracing::error!("{e}");
                 ExitCode::FAILURE
             }
         }

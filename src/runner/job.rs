@@ -16,11 +16,17 @@
 //! waits to fill a batch: it sends what one read gave it, so a line printed
 //! alone travels alone and at once.
 //!
+//! An `output` line read while exactly one stage of the job is running gets
+//! that stage's `layer` and `layer_name` added (structured lines are never
+//! altered), so a stage's output can be shown with it.
+//!
 //! When the child exits (or is cancelled, or the runner shuts down) its pipes
 //! are drained for a short grace period (a grandchild may hold them open),
-//! a `pipeline_complete` with status `error` is added if the child did not
-//! print one, the job's `meta.json` is rewritten, and the broadcast channel is
-//! closed with an `End` message.
+//! the lines of [`Tracker::end_lines`] are recorded (closing every stage
+//! still running, and adding a `pipeline_complete` with status `error` if the
+//! child did not print one), the job's `meta.json` is rewritten, the job
+//! list's watchers are told, and the broadcast channel is closed with an
+//! `End` message.
 
 use std::ffi::OsString;
 use std::io;
@@ -29,17 +35,21 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Number, Value};
+use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
 use super::classify::{classify, Classified, LineKind, LineSplitter, RawLine, Stream};
-use super::store::{DataDir, Meta, Record, StageCatalog};
-use super::{now_timestamp, RunnerError};
-use crate::{EventKind, PipelineEvent, Status};
+use super::error::RunnerError;
+use super::joblog::{LogTail, OffsetIndex, Record};
+use super::model::now_timestamp;
+use super::model::{
+    count, layer_order, now_ms, Meta, Outcome, Phase, StageState, Summary, Tracker, CANCELLED,
+    SHUT_DOWN,
+};
+use super::store::{DataDir, Loaded, StageCatalog};
 
 /// Batches published but not yet taken by the slowest live client; a client
 /// further behind catches up from the file.
@@ -51,156 +61,12 @@ const BATCH: usize = 256;
 /// Bytes of line data per batch at most (a batch always holds at least one
 /// line, which may be longer).
 const BATCH_BYTES: usize = 64 * 1024;
-/// One byte offset is remembered every this many lines, for resuming.
-pub(crate) const INDEX_EVERY: u64 = 1024;
 /// How long a stopped child gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(2);
-/// How long the pipes are read after the child exited.
+/// How long the pipes may stay silent after the child exited.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
-
-/// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Phase {
-    Running,
-    Finished,
-    /// It was running when the runner stopped without recording its end.
-    Interrupted,
-}
-
-/// A job as listed by `GET /api/jobs`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Summary {
-    pub(crate) job_id: String,
-    pub(crate) state: Phase,
-    pub(crate) status: Option<Status>,
-    pub(crate) started_at: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) finished_at: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) exit_code: Option<i32>,
-}
-
-/// A stage's state within one job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum StageStatus {
-    Pending,
-    Running,
-    Complete,
-    Error,
-    Skipped,
-}
-
-/// One stage of one job, as in `GET /api/jobs/{id}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct StageState {
-    pub(crate) layer: Number,
-    pub(crate) layer_name: String,
-    pub(crate) status: StageStatus,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) duration_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) error: Option<String>,
-}
-
-/// What the structured events of a job have said so far.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Tracker {
-    pub(crate) stages: Vec<StageState>,
-    completed: u64,
-    failed: u64,
-    skipped: u64,
-    pub(crate) status: Option<Status>,
-    pub(crate) saw_complete: bool,
-}
-
-impl Tracker {
-    /// Takes one structured event into account; returns the stage it named,
-    /// if any, so that the stage catalogue can learn it.
-    pub(crate) fn observe(&mut self, event: &Map<String, Value>) -> Option<(Number, String)> {
-        let kind: EventKind = event.get("event").and_then(Value::as_str)?.parse().ok()?;
-        let new_status = match kind {
-            EventKind::LayerStart => StageStatus::Running,
-            EventKind::LayerComplete => StageStatus::Complete,
-            EventKind::LayerError => StageStatus::Error,
-            EventKind::LayerSkip => StageStatus::Skipped,
-            EventKind::PipelineComplete => {
-                self.saw_complete = true;
-                let status = event
-                    .get("status")
-                    .and_then(|s| serde_json::from_value::<Status>(s.clone()).ok())
-                    .unwrap_or(Status::Error);
-                self.status = Some(worse(self.status, status));
-                return None;
-            }
-            _ => return None,
-        };
-        let name = event.get("layer_name").and_then(Value::as_str)?;
-        let layer = event
-            .get("layer")
-            .and_then(Value::as_number)
-            .cloned()
-            .unwrap_or_else(|| Number::from(0));
-        let stage = match self.stages.iter_mut().position(|s| s.layer_name == name) {
-            Some(i) => &mut self.stages[i],
-            None => {
-                self.stages.push(StageState {
-                    layer: layer.clone(),
-                    layer_name: name.to_owned(),
-                    status: StageStatus::Pending,
-                    duration_ms: None,
-                    error: None,
-                });
-                self.stages.last_mut()?
-            }
-        };
-        stage.layer = layer.clone();
-        stage.status = new_status;
-        match new_status {
-            StageStatus::Complete => self.completed += 1,
-            StageStatus::Error => self.failed += 1,
-            StageStatus::Skipped => self.skipped += 1,
-            _ => {}
-        }
-        if new_status != StageStatus::Running {
-            stage.duration_ms = event.get("duration_ms").and_then(Value::as_u64);
-            stage.error = event
-                .get("error")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-        }
-        Some((layer, name.to_owned()))
-    }
-
-    /// The `pipeline_complete` line the runner adds for a job that ended
-    /// without one.
-    pub(crate) fn synthetic_complete(&self, job_id: &str, duration_ms: u64, error: &str) -> String {
-        let mut event = PipelineEvent::new(EventKind::PipelineComplete, now_timestamp());
-        event.job_id = Some(job_id.to_owned());
-        event.status = Some(Status::Error);
-        event.duration_ms = Some(duration_ms);
-        event.error = Some(error.to_owned());
-        let mut metadata = Map::new();
-        metadata.insert("layers_completed".into(), self.completed.into());
-        metadata.insert("layers_failed".into(), self.failed.into());
-        metadata.insert("layers_skipped".into(), self.skipped.into());
-        event.metadata = Some(metadata);
-        event.to_line()
-    }
-}
-
-fn worse(a: Option<Status>, b: Status) -> Status {
-    let rank = |s: Status| match s {
-        Status::Error => 3,
-        Status::Partial => 2,
-        _ => 1,
-    };
-    match a {
-        Some(a) if rank(a) >= rank(b) => a,
-        _ => b,
-    }
-}
+/// How long the pipes are read after the child exited, at most.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 /// What travels on a job's broadcast channel.
 #[derive(Debug, Clone)]
@@ -210,6 +76,10 @@ pub(crate) enum Msg {
     /// The job has ended; every line is in the file.
     End,
 }
+
+/// Where changes to the job list are announced: the JSON of a job's
+/// summary whenever a job is created or ends.
+pub(crate) type ListSender = broadcast::Sender<Arc<str>>;
 
 /// One job, running or past.
 #[derive(Debug)]
@@ -225,12 +95,15 @@ pub(crate) struct Job {
 #[derive(Debug)]
 struct Inner {
     phase: Phase,
+    /// Set when the job ends.
+    outcome: Option<Outcome>,
+    reason: Option<String>,
     finished_at: Option<String>,
+    duration_ms: Option<u64>,
     exit_code: Option<i32>,
     tracker: Tracker,
     last_seq: u64,
-    /// `(seq, byte offset of that line)` for every `INDEX_EVERY`th line.
-    index: Vec<(u64, u64)>,
+    index: OffsetIndex,
     /// `None` once the job has ended.
     tx: Option<broadcast::Sender<Msg>>,
     cancel_requested: bool,
@@ -238,27 +111,27 @@ struct Inner {
 
 impl Job {
     /// A job loaded from the data directory (it has ended).
-    pub(crate) fn past(
-        meta: Meta,
-        events_path: PathBuf,
-        last_seq: u64,
-        index: Vec<(u64, u64)>,
-    ) -> Job {
-        let tracker = Tracker {
-            stages: meta.stages,
-            status: meta.summary.status,
-            saw_complete: true,
-            ..Tracker::default()
-        };
+    pub(crate) fn past(loaded: Loaded) -> Job {
+        let Loaded {
+            meta,
+            events_path,
+            last_seq,
+            index,
+        } = loaded;
+        let s = meta.summary;
+        let tracker = Tracker::ended(meta.stages, s.status);
         Job {
-            id: meta.summary.job_id,
-            started_at: meta.summary.started_at,
+            id: s.job_id,
+            started_at: s.started_at,
             started: Instant::now(),
             events_path,
             inner: Mutex::new(Inner {
-                phase: meta.summary.state,
-                finished_at: meta.summary.finished_at,
-                exit_code: meta.summary.exit_code,
+                phase: s.state,
+                outcome: Some(s.outcome),
+                reason: s.reason,
+                finished_at: s.finished_at,
+                duration_ms: s.duration_ms,
+                exit_code: s.exit_code,
                 tracker,
                 last_seq,
                 index,
@@ -271,6 +144,11 @@ impl Job {
 
     pub(crate) fn id(&self) -> &str {
         &self.id
+    }
+
+    /// When it started (RFC 3339): with the id, its place in the job list.
+    pub(crate) fn started_at(&self) -> &str {
+        &self.started_at
     }
 
     pub(crate) fn events_path(&self) -> &PathBuf {
@@ -291,9 +169,14 @@ impl Job {
             job_id: self.id.clone(),
             state: inner.phase,
             status: inner.tracker.status,
+            outcome: inner.outcome.unwrap_or(Outcome::Running),
+            reason: inner.reason.clone(),
             started_at: self.started_at.clone(),
             finished_at: inner.finished_at.clone(),
+            duration_ms: inner.duration_ms,
             exit_code: inner.exit_code,
+            lines: inner.last_seq,
+            counts: count(&inner.tracker.stages),
         }
     }
 
@@ -311,13 +194,7 @@ impl Job {
                 own.iter()
                     .find(|s| s.layer_name == layer_name)
                     .cloned()
-                    .unwrap_or(StageState {
-                        layer,
-                        layer_name,
-                        status: StageStatus::Pending,
-                        duration_ms: None,
-                        error: None,
-                    })
+                    .unwrap_or_else(|| StageState::pending(layer, layer_name))
             })
             .collect();
         for s in own {
@@ -325,7 +202,7 @@ impl Job {
                 stages.push(s);
             }
         }
-        stages.sort_by(|a, b| super::store::layer_order(&a.layer, &b.layer));
+        stages.sort_by(|a, b| layer_order(&a.layer, &b.layer));
         Meta { summary, stages }
     }
 
@@ -356,19 +233,20 @@ impl Job {
 
     /// A byte offset in the log file at or before the line `seq`.
     pub(crate) fn offset_before(&self, seq: u64) -> u64 {
-        let inner = self.lock();
-        let i = inner.index.partition_point(|&(s, _)| s <= seq);
-        if i == 0 {
-            0
-        } else {
-            inner.index[i - 1].1
-        }
+        self.lock().index.offset_before(seq)
     }
 
-    /// The payload of the final `end` message.
+    /// The payload of the final `end` message of `/events`.
     pub(crate) fn end_data(&self) -> String {
         let status = self.lock().tracker.status;
         serde_json::json!({ "job_id": self.id, "status": status }).to_string()
+    }
+}
+
+/// Announces `summary` to the job list's watchers.
+fn announce(list: &ListSender, summary: &Summary) {
+    if let Ok(text) = serde_json::to_string(summary) {
+        let _ = list.send(text.into());
     }
 }
 
@@ -380,21 +258,11 @@ pub(crate) fn start(
     data: &DataDir,
     catalog: Arc<StageCatalog>,
     shutdown: watch::Receiver<bool>,
+    list: ListSender,
 ) -> Result<(Arc<Job>, JoinHandle<()>), RunnerError> {
     let started_at = now_timestamp();
-    let summary = Summary {
-        job_id: id.to_owned(),
-        state: Phase::Running,
-        status: None,
-        started_at: started_at.clone(),
-        finished_at: None,
-        exit_code: None,
-    };
-    let (file, events_path) = data.create_job(&Meta {
-        summary,
-        stages: Vec::new(),
-    })?;
     let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
+    let events_path = data.job_dir(id).join("events.jsonl");
     let job = Arc::new(Job {
         id: id.to_owned(),
         started_at,
@@ -402,16 +270,25 @@ pub(crate) fn start(
         events_path,
         inner: Mutex::new(Inner {
             phase: Phase::Running,
+            outcome: None,
+            reason: None,
             finished_at: None,
+            duration_ms: None,
             exit_code: None,
             tracker: Tracker::default(),
             last_seq: 0,
-            index: Vec::new(),
+            index: OffsetIndex::default(),
             tx: Some(tx),
             cancel_requested: false,
         }),
         cancel: Notify::new(),
     });
+    let summary = job.summary();
+    let file = data.create_job(&Meta {
+        summary: summary.clone(),
+        stages: Vec::new(),
+    })?;
+    announce(&list, &summary);
     let mut cmd = Command::new(&command[0]);
     cmd.args(&command[1..])
         .env("JOB_ID", id)
@@ -429,10 +306,11 @@ pub(crate) fn start(
         job: Arc::clone(&job),
         out: tokio::fs::File::from_std(file),
         buf: Vec::new(),
-        offset: 0,
-        next_seq: 1,
+        tail: LogTail::default(),
+        tracker: Tracker::default(),
         catalog,
         data: data.clone(),
+        list,
         write_failed: false,
     };
     let task = tokio::spawn(supervise(recorder, child, shutdown));
@@ -488,12 +366,21 @@ async fn supervise(
             }
         }
     };
+    // The pipes are read until they close, or until they have been silent
+    // for DRAIN_GRACE (a grandchild holds them open), or DRAIN_LIMIT has
+    // passed: a child that printed much just before it exited loses none of
+    // it, however busy the runner is.
+    let limit = tokio::time::Instant::now() + DRAIN_LIMIT;
     let deadline = tokio::time::sleep(DRAIN_GRACE);
     tokio::pin!(deadline);
     loop {
         tokio::select! {
             batch = lines.recv() => match batch {
-                Some(batch) => rec.record(batch).await,
+                Some(batch) => {
+                    rec.record(batch).await;
+                    let next = tokio::time::Instant::now() + DRAIN_GRACE;
+                    deadline.as_mut().reset(next.min(limit));
+                }
                 None => break,
             },
             () = &mut deadline => {
@@ -582,11 +469,27 @@ struct Recorder {
     out: tokio::fs::File,
     /// A batch's lines as written to the file, reused.
     buf: Vec<u8>,
-    offset: u64,
-    next_seq: u64,
+    tail: LogTail,
+    /// The job's tracker as of the last line numbered (the job's copy is
+    /// updated once the batch is written).
+    tracker: Tracker,
     catalog: Arc<StageCatalog>,
     data: DataDir,
+    list: ListSender,
     write_failed: bool,
+}
+
+/// `data` (an `output` object) with the stage's `layer` and `layer_name`.
+fn attribute(mut data: String, stage: &StageState) -> String {
+    if data.ends_with('}') {
+        data.pop();
+        let name = Value::from(stage.layer_name.as_str()).to_string();
+        data.push_str(&format!(
+            r#","layer":{},"layer_name":{name}}}"#,
+            stage.layer
+        ));
+    }
+    data
 }
 
 impl Recorder {
@@ -595,25 +498,27 @@ impl Recorder {
         if batch.is_empty() {
             return;
         }
+        let now = now_ms();
         let mut records = Vec::with_capacity(batch.len());
-        let mut kinds = Vec::with_capacity(batch.len());
-        let mut index = Vec::new();
+        let mut index = OffsetIndex::default();
+        let mut new_stages = Vec::new();
+        let mut saw_event = false;
         self.buf.clear();
         for line in batch {
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            if seq % INDEX_EVERY == 1 {
-                index.push((seq, self.offset + self.buf.len() as u64));
-            }
-            let record = Record {
-                seq,
-                data: line.data,
+            let seq = self.tail.next_seq;
+            let data = match line.kind {
+                LineKind::Event(map) => {
+                    saw_event = true;
+                    new_stages.extend(self.tracker.observe(&map, seq, Some(now)));
+                    line.data
+                }
+                LineKind::Output => match self.tracker.single_running() {
+                    Some(stage) => attribute(line.data, stage),
+                    None => line.data,
+                },
             };
-            record.write_line(&mut self.buf);
-            records.push(record);
-            kinds.push(line.kind);
+            records.push(self.tail.append(data, &mut self.buf, &mut index));
         }
-        self.offset += self.buf.len() as u64;
         let mut result = self.out.write_all(&self.buf).await;
         if result.is_ok() {
             result = self.out.flush().await;
@@ -624,21 +529,18 @@ impl Recorder {
         }
         if let Err(e) = result {
             if !std::mem::replace(&mut self.write_failed, true) {
-                eprintln!(
-                    "pipeline-runner: cannot write {}: {e} (live clients still get the lines; replay will miss them)",
+                tracing::error!(
+                    "cannot write {}: {e} (live clients still get the lines; replay will miss them)",
                     self.job.events_path.display()
                 );
             }
         }
-        let mut new_stages = Vec::new();
         {
             let mut inner = self.job.lock();
-            for kind in &kinds {
-                if let LineKind::Event(map) = kind {
-                    new_stages.extend(inner.tracker.observe(map));
-                }
+            if saw_event {
+                inner.tracker = self.tracker.clone();
             }
-            inner.last_seq = self.next_seq - 1;
+            inner.last_seq = self.tail.last_seq();
             inner.index.extend(index);
             if let Some(tx) = &inner.tx {
                 let _ = tx.send(Msg::Lines(records.into()));
@@ -651,44 +553,69 @@ impl Recorder {
 
     async fn finish(mut self, end: End) {
         let mut exit_code = None;
-        let error = match end {
+        let mut outcome = None;
+        let reason = match &end {
             End::Exited(Ok(status)) => {
                 exit_code = status.code();
-                describe(status)
+                self.tracker
+                    .complete_error
+                    .clone()
+                    .unwrap_or_else(|| describe(*status))
             }
             End::Exited(Err(e)) => format!("cannot wait for the pipeline: {e}"),
-            End::Cancelled => "cancelled".to_owned(),
-            End::Shutdown => "runner shut down".to_owned(),
+            End::Cancelled => {
+                outcome = Some(Outcome::Cancelled);
+                CANCELLED.to_owned()
+            }
+            End::Shutdown => {
+                outcome = Some(Outcome::Interrupted);
+                SHUT_DOWN.to_owned()
+            }
             End::SpawnFailed(e) => format!("cannot start the pipeline: {e}"),
         };
-        let synthetic = {
-            let inner = self.job.lock();
-            (!inner.tracker.saw_complete).then(|| {
-                let ms = self.job.started.elapsed().as_millis() as u64;
-                inner.tracker.synthetic_complete(&self.job.id, ms, &error)
+        let elapsed = self.job.started.elapsed().as_millis() as u64;
+        let lines = self
+            .tracker
+            .end_lines(&self.job.id, &reason, now_ms(), elapsed);
+        let closing: Vec<Classified> = lines
+            .into_iter()
+            .map(|data| {
+                let kind = match serde_json::from_str(&data) {
+                    Ok(Value::Object(map)) => LineKind::Event(map),
+                    _ => LineKind::Output,
+                };
+                Classified { kind, data }
             })
-        };
-        if let Some(line) = synthetic {
-            let kind = match serde_json::from_str(&line) {
-                Ok(Value::Object(map)) => LineKind::Event(map),
-                _ => LineKind::Output,
-            };
-            self.record(vec![Classified { kind, data: line }]).await;
-        }
+            .collect();
+        self.record(closing).await;
         let _ = self.out.shutdown().await;
-        let meta = {
+        // A clean exit whose pipeline_complete said nothing has no reason.
+        let reason = match &end {
+            End::Exited(Ok(status)) if status.success() => self.tracker.complete_error.clone(),
+            _ => Some(reason),
+        };
+        let (meta, summary) = {
             let mut inner = self.job.lock();
+            inner.tracker = self.tracker.clone();
             inner.finished_at = Some(now_timestamp());
+            inner.duration_ms = Some(elapsed);
             inner.exit_code = exit_code;
+            inner.reason = reason;
+            inner.outcome = Some(outcome.unwrap_or(Outcome::of_status(inner.tracker.status)));
             inner.phase = Phase::Finished;
-            Meta {
-                summary: self.job.summary_of(&inner),
-                stages: inner.tracker.stages.clone(),
-            }
+            let summary = self.job.summary_of(&inner);
+            (
+                Meta {
+                    summary: summary.clone(),
+                    stages: inner.tracker.stages.clone(),
+                },
+                summary,
+            )
         };
         if let Err(e) = self.data.write_meta(&meta) {
-            eprintln!("pipeline-runner: {e}");
+            tracing::error!("{e}");
         }
+        announce(&self.list, &summary);
         let mut inner = self.job.lock();
         if let Some(tx) = inner.tx.take() {
             let _ = tx.send(Msg::End);
@@ -714,71 +641,16 @@ fn describe(status: ExitStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn obs(t: &mut Tracker, v: Value) {
-        if let Value::Object(m) = v {
-            t.observe(&m);
-        }
-    }
+    use serde_json::{json, Number};
 
     #[test]
-    fn tracker_follows_stages_and_status() {
-        let mut t = Tracker::default();
-        obs(
-            &mut t,
-            json!({"event":"layer_start","layer":3,"layer_name":"b"}),
-        );
-        obs(
-            &mut t,
-            json!({"event":"layer_start","layer":2,"layer_name":"a"}),
-        );
-        obs(
-            &mut t,
-            json!({"event":"layer_complete","layer":2,"layer_name":"a","duration_ms":5}),
-        );
-        obs(
-            &mut t,
-            json!({"event":"layer_error","layer":3,"layer_name":"b","error":"x"}),
-        );
-        obs(
-            &mut t,
-            json!({"event":"layer_skip","layer":4,"layer_name":"c"}),
-        );
-        obs(&mut t, json!({"event":"log","layer":9,"layer_name":"z"}));
-        let names: Vec<_> = t
-            .stages
-            .iter()
-            .map(|s| (s.layer_name.as_str(), s.status))
-            .collect();
+    fn attributed_output_names_its_stage() {
+        let stage = StageState::pending(Number::from(3), "a \"b\"".into());
+        let data = attribute(r#"{"type":"output","text":"x"}"#.into(), &stage);
+        let v: Value = serde_json::from_str(&data).unwrap();
         assert_eq!(
-            names,
-            [
-                ("b", StageStatus::Error),
-                ("a", StageStatus::Complete),
-                ("c", StageStatus::Skipped)
-            ]
+            v,
+            json!({"type":"output","text":"x","layer":3,"layer_name":"a \"b\""})
         );
-        assert_eq!(t.stages[1].duration_ms, Some(5));
-        assert_eq!(t.stages[0].error.as_deref(), Some("x"));
-        assert!(!t.saw_complete);
-        let line = t.synthetic_complete("j1", 7, "exit status: 101");
-        let v: Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(
-            v["metadata"],
-            json!({"layers_completed":1,"layers_failed":1,"layers_skipped":1})
-        );
-        assert_eq!(v["error"], "exit status: 101");
-        assert!(line.starts_with(r#"{"timestamp":""#));
-        obs(
-            &mut t,
-            json!({"event":"pipeline_complete","status":"partial"}),
-        );
-        obs(
-            &mut t,
-            json!({"event":"pipeline_complete","status":"success"}),
-        );
-        assert_eq!(t.status, Some(Status::Partial));
-        assert!(t.saw_complete);
     }
 }

@@ -1,17 +1,28 @@
 //! The runner service (feature `runner`): runs a pipeline command as a child
 //! process per job and streams its lines to a web page over Server-Sent Events.
 //!
-//! The data flows top to bottom through these modules:
+//! The data flows top to bottom through these modules, from the child's
+//! pipes to the web client, and each imports only those above it:
 //!
 //! * [`classify`]: one line of child output → a structured event or `output`
 //!   (pure functions, table-tested);
-//! * `job`: one child process: reads its pipes, numbers its lines, appends
-//!   them to the job's log file, tracks stage states, records its end;
-//! * `store`: the data directory: log files, job metadata, the stage
-//!   catalogue, and loading it all back after a restart;
-//! * `sse`: replay-then-follow streams with `Last-Event-ID`;
+//! * `model`: what a job is as the API shows it: phase, outcome, stage
+//!   states, and the tracker that derives them from the job's lines and
+//!   ends a job by closing its open stages (pure, unit-tested);
+//! * `joblog`: one job's log file: numbering, the offset index, reading it
+//!   back, recovering one cut off by a crash;
+//! * `store`: the data directory: where each job's files live, its
+//!   metadata, the stage catalogue, and loading it all back after a restart;
+//! * `job`: one child process: reads its pipes, records its lines, keeps
+//!   the live state, records its end;
+//! * `sse`: replay-then-follow streams with `Last-Event-ID`, one job per
+//!   connection or many jobs on one;
+//! * `params`: strict query-string parsing;
 //! * [`app`]: the HTTP surface as an axum [`Router`](axum::Router);
-//!   [`serve`] runs it on a listener with graceful shutdown.
+//! * [`serve`]: runs it on a listener with graceful shutdown.
+//!
+//! The runner logs through `tracing` (the `pipeline-runner` binary writes
+//! those records to stderr).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,61 +39,37 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 mod api;
 pub mod classify;
+mod error;
 mod job;
+mod joblog;
+mod model;
+mod page;
+mod params;
+mod server;
 mod sse;
 mod store;
 
 pub use api::app;
+pub use error::RunnerError;
+pub use model::validate_job_id;
+pub use server::{serve, shutdown_signal, HEADER_READ_TIMEOUT};
 
-use job::Job;
+use job::{Job, ListSender};
+#[cfg(test)]
+use model::now_timestamp;
+use model::{Outcome, Summary};
 use store::{DataDir, StageCatalog};
 
-/// What can go wrong in the runner.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RunnerError {
-    /// A job id that is empty, longer than 64 bytes, or has a character
-    /// outside `[A-Za-z0-9_-]`.
-    #[error("invalid job id: use 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'")]
-    InvalidJobId,
-    /// A job with this id exists already (running or in the data directory).
-    #[error("job {0} already exists")]
-    DuplicateJob(String),
-    /// No job has this id.
-    #[error("no job {0}")]
-    UnknownJob(String),
-    /// Cancelling a job that has already ended.
-    #[error("job {0} has already finished")]
-    AlreadyFinished(String),
-    /// A new job was requested while the runner is shutting down.
-    #[error("the runner is shutting down")]
-    ShuttingDown,
-    /// The runner was given an empty command.
-    #[error("the pipeline command is empty")]
-    EmptyCommand,
-    /// The data directory cannot be created, read or written.
-    #[error("data directory {path}: {source}")]
-    DataDir {
-        /// The file or directory involved.
-        path: PathBuf,
-        /// What the operating system said.
-        source: std::io::Error,
-    },
-    /// Another runner (in this or another process) has the data directory
-    /// open: two runners would number and write the same jobs' lines.
-    #[error("data directory {0} is in use by another runner (its lock file .lock is held)")]
-    DataDirInUse(PathBuf),
-}
+/// Job-list changes kept for a slow watcher before it gets the whole list.
+const LIST_EVENTS: usize = 256;
 
 /// The name part of a `Host` header value: `[::1]:8000` → `::1`,
 /// `127.0.0.1:8000` → `127.0.0.1`, `example.com` → `example.com`.
@@ -96,20 +83,6 @@ fn host_name(host: &str) -> &str {
     }
 }
 
-/// Checks a job id: 1 to 64 characters of `[A-Za-z0-9_-]`. Such an id is safe
-/// as a file name, in a URL and in an environment variable.
-pub fn validate_job_id(id: &str) -> Result<(), RunnerError> {
-    let ok = (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(RunnerError::InvalidJobId)
-    }
-}
-
 /// The service's state: the fixed pipeline command, the data directory and
 /// every job, running or past. Shared by all requests as `Arc<Runner>`.
 #[derive(Debug)]
@@ -119,6 +92,7 @@ pub struct Runner {
     catalog: Arc<StageCatalog>,
     jobs: Mutex<Jobs>,
     shutdown: watch::Sender<bool>,
+    list_events: ListSender,
     /// Host names (besides IP addresses and `localhost`) that requests may
     /// name in their `Host` header: see [`Runner::allow_hosts`].
     allowed_hosts: std::sync::RwLock<Vec<String>>,
@@ -127,7 +101,7 @@ pub struct Runner {
 #[derive(Debug, Default)]
 struct Jobs {
     by_id: HashMap<String, Arc<Job>>,
-    /// Oldest first.
+    /// Oldest first, by start time, then id.
     order: Vec<Arc<Job>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -147,8 +121,8 @@ impl Runner {
         let data = DataDir::open(data_dir.into())?;
         let catalog = Arc::new(StageCatalog::load(&data)?);
         let mut jobs = Jobs::default();
-        for job in store::load_jobs(&data, &catalog)? {
-            let job = Arc::new(job);
+        for loaded in store::load_jobs(&data, &catalog)? {
+            let job = Arc::new(Job::past(loaded));
             jobs.by_id.insert(job.id().to_owned(), Arc::clone(&job));
             jobs.order.push(job);
         }
@@ -158,6 +132,7 @@ impl Runner {
             catalog,
             jobs: Mutex::new(jobs),
             shutdown: watch::Sender::new(false),
+            list_events: broadcast::channel(LIST_EVENTS).0,
             allowed_hosts: std::sync::RwLock::new(Vec::new()),
         }))
     }
@@ -219,9 +194,14 @@ impl Runner {
             &self.data,
             Arc::clone(&self.catalog),
             self.shutdown.subscribe(),
+            self.list_events.clone(),
         )?;
         jobs.by_id.insert(id.clone(), Arc::clone(&job));
-        jobs.order.push(job);
+        let key = (job.started_at(), job.id());
+        let at = jobs
+            .order
+            .partition_point(|j| (j.started_at(), j.id()) <= key);
+        jobs.order.insert(at, job);
         jobs.tasks.retain(|t| !t.is_finished());
         jobs.tasks.push(task);
         Ok(id)
@@ -264,6 +244,86 @@ impl Runner {
         list
     }
 
+    /// The number of jobs, running or past.
+    pub(crate) fn job_count(&self) -> usize {
+        self.lock_jobs().order.len()
+    }
+
+    /// One page of the job list, newest first: the jobs older than `before`
+    /// (all when `None`) whose outcome is in `outcomes` (any when empty) and
+    /// whose id contains `q`; at most `limit`. Also returns the id to ask
+    /// for the next page with, if more match, and how many match in all.
+    pub(crate) fn list_page(
+        &self,
+        limit: usize,
+        before: Option<&str>,
+        outcomes: &[Outcome],
+        q: Option<&str>,
+    ) -> Result<(Vec<Summary>, Option<String>, usize), RunnerError> {
+        let jobs = self.lock_jobs().order.clone();
+        let end = match before {
+            None => jobs.len(),
+            Some(id) => {
+                let job = self.job(id).map_err(|e| match e {
+                    RunnerError::UnknownJob(_) => RunnerError::BadParameter {
+                        name: "before".into(),
+                        problem: format!("no job {id}"),
+                    },
+                    other => other,
+                })?;
+                let key = (job.started_at(), job.id());
+                jobs.partition_point(|j| (j.started_at(), j.id()) < key)
+            }
+        };
+        let matches = |s: &Summary| {
+            (outcomes.is_empty() || outcomes.contains(&s.outcome))
+                && q.is_none_or(|q| s.job_id.contains(q))
+        };
+        let mut total = 0;
+        let mut page = Vec::new();
+        let mut more = false;
+        for (i, job) in jobs.iter().enumerate().rev() {
+            let summary = job.summary();
+            if !matches(&summary) {
+                continue;
+            }
+            total += 1;
+            if i >= end {
+                continue;
+            }
+            if page.len() < limit {
+                page.push(summary);
+            } else {
+                more = true;
+            }
+        }
+        let next = if more {
+            page.last().map(|s| s.job_id.clone())
+        } else {
+            None
+        };
+        Ok((page, next, total))
+    }
+
+    /// A receiver of job-list changes: each a job's summary as JSON.
+    pub(crate) fn list_events(&self) -> broadcast::Receiver<Arc<str>> {
+        self.list_events.subscribe()
+    }
+
+    /// Every job's summary as JSON, newest first.
+    pub(crate) fn summaries_json(&self) -> Vec<Arc<str>> {
+        self.jobs_newest_first()
+            .iter()
+            .filter_map(|j| serde_json::to_string(&j.summary()).ok())
+            .map(Arc::from)
+            .collect()
+    }
+
+    /// Becomes `true` when the runner starts shutting down.
+    pub(crate) fn shutdown_flag(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
     pub(crate) fn catalog(&self) -> &StageCatalog {
         &self.catalog
     }
@@ -272,112 +332,6 @@ impl Runner {
         // A panic while holding the lock leaves the map consistent enough.
         self.jobs.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// How long open connections get to finish after every job has stopped.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
-
-/// How long a client may take to send a request's head (its request line
-/// and headers). A slower one (a stalled or "slowloris" client) is cut off,
-/// so it cannot hold a connection open without asking for anything.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Serves [`app`] on `listener` until `shutdown` completes; then stops every
-/// running job (see [`Runner::shutdown`]) and waits for open connections to
-/// finish (each event stream ends once its job has ended).
-///
-/// A client must send each request's head within [`HEADER_READ_TIMEOUT`].
-/// A client that stopped reading would hold its stream, and so the
-/// shutdown, open forever; connections still open 5 s after the jobs have
-/// stopped are therefore abandoned and `serve` returns. (Their tasks end
-/// when the client goes away or the tokio runtime is dropped, as when
-/// `pipeline-runner` exits.)
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    runner: Arc<Runner>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
-    use hyper_util::server::graceful::GracefulShutdown;
-    use hyper_util::service::TowerToHyperService;
-
-    let app = app(Arc::clone(&runner));
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let connections = GracefulShutdown::new();
-    let stop = async move {
-        shutdown.await;
-        runner.shutdown().await;
-    };
-    tokio::pin!(stop);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, then go
-                    // on accepting rather than end the service.
-                    eprintln!("pipeline-runner: cannot accept a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut stop => break,
-        };
-        let service = TowerToHyperService::new(app.clone());
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = connections.watch(conn);
-        tokio::spawn(async move {
-            // A connection's own errors (a reset, a timed-out head) end
-            // that connection only.
-            let _ = conn.await;
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        () = connections.shutdown() => {}
-        () = tokio::time::sleep(CLOSE_GRACE) => {
-            eprintln!(
-                "pipeline-runner: closing connections still open {}s after shutdown",
-                CLOSE_GRACE.as_secs()
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Completes on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-}
-
-/// Now as RFC 3339 in UTC with milliseconds: `2025-11-29T10:30:45.123Z`.
-pub(crate) fn now_timestamp() -> String {
-    // The layer's own formatting: one definition of the wire timestamp.
-    crate::layer::timestamp(std::time::SystemTime::now())
 }
 
 #[cfg(test)]

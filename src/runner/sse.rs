@@ -22,6 +22,14 @@
 //! client costs only its own task, and the runner keeps at most the
 //! broadcast channel's capacity of batches in memory per job, plus
 //! [`CLIENT_BUFFER`] chunks per client.
+//!
+//! [`multiplex`] serves many jobs on one connection (a browser allows only
+//! six HTTP/1.1 connections per host, shared by all its tabs): one such
+//! task per job writes into the same channel, each message names its job,
+//! and with the job list watched, every change of the list is sent too.
+//!
+//! [`channel_body`] is the same channel-to-body plumbing without the SSE
+//! framing, for the bulk downloads of `api`.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -35,11 +43,14 @@ use axum::response::{IntoResponse, Response};
 use std::future::Future;
 use std::io::Write;
 
+use serde_json::Value;
+
 use futures_util::Stream;
 use tokio::sync::{broadcast, mpsc};
 
 use super::job::{Job, Msg};
-use super::store::{Record, RecordReader};
+use super::joblog::{Record, RecordReader};
+use super::Runner;
 
 /// Chunks buffered per client between its task and its socket.
 const CLIENT_BUFFER: usize = 4;
@@ -50,8 +61,12 @@ const CHUNK_BYTES: usize = 64 * 1024;
 /// The `text/event-stream` response for `job`, after line `after` (0: from
 /// the start), with a comment every `keep_alive` while it is idle.
 pub(crate) fn response(job: Arc<Job>, after: u64, keep_alive: Duration) -> Response {
+    sse_response(events(job, after), keep_alive)
+}
+
+fn sse_response(rx: mpsc::Receiver<Bytes>, keep_alive: Duration) -> Response {
     let body = Body::from_stream(KeepAliveStream {
-        rx: events(job, after),
+        rx,
         interval: keep_alive,
         timer: Box::pin(tokio::time::sleep(keep_alive)),
     });
@@ -69,14 +84,82 @@ pub(crate) fn response(job: Arc<Job>, after: u64, keep_alive: Duration) -> Respo
 pub(crate) fn events(job: Arc<Job>, after: u64) -> mpsc::Receiver<Bytes> {
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
     tokio::spawn(async move {
-        let mut out = Out {
-            tx,
-            chunk: Vec::new(),
-        };
+        let mut out = Out::new(tx, Format::Job);
         // `None`: the client went away.
         let _ = pump(&job, after, &mut out).await;
     });
     rx
+}
+
+/// One connection for many jobs: for each `(job, after)`, its lines after
+/// `after` as `event: line` messages and then its `event: end`; with
+/// `watch_list`, an `event: jobs` message with a job's summary whenever a
+/// job is created or ends. The stream stays open (with keep-alive
+/// comments) until the client leaves or the runner shuts down.
+pub(crate) fn multiplex(
+    runner: Arc<Runner>,
+    jobs: Vec<(Arc<Job>, u64)>,
+    watch_list: bool,
+    keep_alive: Duration,
+) -> Response {
+    let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
+    let list = watch_list.then(|| runner.list_events());
+    let mut shutdown = runner.shutdown_flag();
+    for (job, after) in jobs {
+        let tag = Value::from(job.id()).to_string();
+        let mut out = Out::new(tx.clone(), Format::Tagged(tag));
+        tokio::spawn(async move {
+            let _ = pump(&job, after, &mut out).await;
+        });
+    }
+    tokio::spawn(async move {
+        let mut out = Out::new(tx, Format::Job);
+        let Some(mut list) = list else {
+            tokio::select! {
+                () = out.tx.closed() => {}
+                _ = shutdown.wait_for(|stop| *stop) => {}
+            }
+            return;
+        };
+        loop {
+            let summaries: Vec<Arc<str>> = tokio::select! {
+                msg = list.recv() => match msg {
+                    Ok(summary) => vec![summary],
+                    // Missed changes: the whole list again.
+                    Err(broadcast::error::RecvError::Lagged(_)) => runner.summaries_json(),
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                () = out.tx.closed() => break,
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            };
+            for summary in summaries {
+                out.chunk.extend_from_slice(b"event: jobs\n");
+                out.data(&summary);
+                out.chunk.push(b'\n');
+            }
+            if out.flush().await.is_none() {
+                break;
+            }
+        }
+    });
+    sse_response(rx, keep_alive)
+}
+
+/// A response body made of the chunks sent into the returned channel, in
+/// order, ending when the sender is dropped.
+pub(crate) fn channel_body() -> (mpsc::Sender<Bytes>, Body) {
+    let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
+    (tx, Body::from_stream(ChannelStream(rx)))
+}
+
+struct ChannelStream(mpsc::Receiver<Bytes>);
+
+impl Stream for ChannelStream {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|chunk| chunk.map(Ok))
+    }
 }
 
 /// The chunks of one client, and a keep-alive comment (`:`) after each
@@ -109,22 +192,65 @@ impl Stream for KeepAliveStream {
     }
 }
 
+/// How a stream's messages look.
+enum Format {
+    /// `/events`: `id: SEQ` and the line itself as `data`.
+    Job,
+    /// `/api/stream`: no id; `event: line`, and `data` names the job
+    /// (this JSON string) and the seq.
+    Tagged(String),
+}
+
 /// The chunk being filled, and where it goes.
 struct Out {
     tx: mpsc::Sender<Bytes>,
     chunk: Vec<u8>,
+    format: Format,
 }
 
 impl Out {
-    /// Adds `id: SEQ` and `data: ...` for `record`; sends the chunk if full.
+    fn new(tx: mpsc::Sender<Bytes>, format: Format) -> Out {
+        Out {
+            tx,
+            chunk: Vec::new(),
+            format,
+        }
+    }
+
+    /// Adds the message for `record`; sends the chunk if full.
     async fn line(&mut self, record: &Record) -> Option<()> {
-        let _ = writeln!(self.chunk, "id: {}", record.seq);
-        self.data(&record.data);
+        match &self.format {
+            Format::Job => {
+                let _ = writeln!(self.chunk, "id: {}", record.seq);
+                self.data(&record.data);
+            }
+            Format::Tagged(job) => {
+                let data = format!(
+                    r#"{{"job":{job},"seq":{},"data":{}}}"#,
+                    record.seq, record.data
+                );
+                self.chunk.extend_from_slice(b"event: line\n");
+                self.data(&data);
+            }
+        }
         self.chunk.push(b'\n');
         if self.chunk.len() >= CHUNK_BYTES {
             self.flush().await?;
         }
         Some(())
+    }
+
+    /// The `event: end` message of `job`.
+    fn end(&mut self, job: &Job) {
+        self.chunk.extend_from_slice(b"event: end\n");
+        match &self.format {
+            Format::Job => self.data(&job.end_data()),
+            Format::Tagged(tag) => {
+                let summary = serde_json::to_string(&job.summary()).unwrap_or_default();
+                self.data(&format!(r#"{{"job":{tag},"summary":{summary}}}"#));
+            }
+        }
+        self.chunk.push(b'\n');
     }
 
     /// `data: ...` lines for `data`, as axum's `Event::data` writes them: a
@@ -210,9 +336,7 @@ async fn pump(job: &Job, after: u64, out: &mut Out) -> Option<()> {
     if last > sent {
         replay(job, sent, last, out).await?;
     }
-    out.chunk.extend_from_slice(b"event: end\n");
-    out.data(&job.end_data());
-    out.chunk.push(b'\n');
+    out.end(job);
     out.flush().await
 }
 
@@ -223,10 +347,7 @@ async fn replay(job: &Job, after: u64, upto: u64, out: &mut Out) -> Option<u64> 
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!(
-                "pipeline-runner: cannot read {}: {e}",
-                job.events_path().display()
-            );
+            tracing::error!("cannot read {}: {e}", job.events_path().display());
             return Some(upto);
         }
     };
@@ -252,6 +373,7 @@ mod tests {
     use super::*;
     use crate::runner::store::{DataDir, StageCatalog};
     use std::ffi::OsString;
+    use tokio::sync::broadcast;
 
     /// The `(id, data)` of each event in `text`, and whether it ended with
     /// `event: end`.
@@ -290,8 +412,15 @@ mod tests {
             .iter()
             .map(OsString::from)
             .collect();
-        let (job, task) =
-            super::super::job::start("lag", &command, &data, catalog, shutdown).unwrap();
+        let (job, task) = super::super::job::start(
+            "lag",
+            &command,
+            &data,
+            catalog,
+            shutdown,
+            broadcast::channel(1).0,
+        )
+        .unwrap();
         // Subscribed from the start, but not read until the job has ended:
         // the broadcast laps this client many times over.
         let slow = events(Arc::clone(&job), 0);
@@ -318,10 +447,7 @@ mod tests {
     #[tokio::test]
     async fn data_is_written_as_axum_writes_it() {
         let (tx, mut rx) = mpsc::channel(1);
-        let mut out = Out {
-            tx,
-            chunk: Vec::new(),
-        };
+        let mut out = Out::new(tx, Format::Job);
         let record = Record {
             seq: 7,
             data: "a\rb\nc".into(),

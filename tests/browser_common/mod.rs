@@ -202,13 +202,48 @@ impl Runner {
     /// A job's child runs in its own process group and is not killed here; it
     /// finishes on its own with nobody reading its output.
     pub fn kill_and_restart(&mut self) -> Result<()> {
+        self.kill();
+        self.restart()
+    }
+
+    /// Kills the runner with SIGKILL; [`Runner::restart`] brings it back.
+    pub fn kill(&mut self) {
         drop(self.process.take());
+    }
+
+    /// Starts the runner again on the same address and data directory.
+    pub fn restart(&mut self) -> Result<()> {
         let bind = self
             .base_url
             .strip_prefix("http://")
             .context("the runner's address is not http://")?
             .to_owned();
         self.spawn(&bind)
+    }
+
+    /// Starts a job through the API (`POST /api/jobs`) and returns its id.
+    pub async fn create_job(&self) -> Result<String> {
+        let reply = reqwest::Client::new()
+            .post(format!("{}/api/jobs", self.base_url))
+            .header("Origin", &self.base_url)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            reply.status().as_u16() == 201,
+            "POST /api/jobs answered {}",
+            reply.status()
+        );
+        let body: Value = serde_json::from_slice(&reply.bytes().await?)?;
+        body["job_id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no job_id in the answer")
+    }
+
+    /// `GET` a JSON document of the API.
+    pub async fn get_json(&self, path: &str) -> Result<Value> {
+        let reply = reqwest::get(format!("{}{path}", self.base_url)).await?;
+        Ok(serde_json::from_slice(&reply.bytes().await?)?)
     }
 }
 
@@ -229,6 +264,27 @@ pub struct Browser {
 impl Browser {
     /// Starts chromedriver on a free port and opens a headless session.
     pub async fn start(paths: &BrowserPaths) -> Result<Self> {
+        Self::start_with(paths, &[]).await
+    }
+
+    /// Like [`Browser::start`], with extra Chromium arguments (e.g.
+    /// `--window-size=390,844`, `--force-dark-mode`).
+    pub async fn start_with(paths: &BrowserPaths, extra_args: &[&str]) -> Result<Self> {
+        Self::start_with_options(paths, extra_args, None).await
+    }
+
+    /// A phone-sized viewport of exactly `width` x `height` CSS pixels
+    /// (chromedriver's mobile emulation: a headless window cannot be made
+    /// narrower than 500 px).
+    pub async fn start_phone(paths: &BrowserPaths, width: u32, height: u32) -> Result<Self> {
+        Self::start_with_options(paths, &[], Some((width, height))).await
+    }
+
+    async fn start_with_options(
+        paths: &BrowserPaths,
+        extra_args: &[&str],
+        phone: Option<(u32, u32)>,
+    ) -> Result<Self> {
         let mut cmd = Command::new(&paths.chromedriver);
         cmd.arg("--port=0").stderr(Stdio::null());
         let (driver, port) = ProcessGroup::spawn(cmd, "chromedriver", |line| {
@@ -237,23 +293,27 @@ impl Browser {
             rest.trim_end_matches('.').parse::<u16>().ok()
         })?;
 
+        let mut args = vec![
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            // No lookups leave the machine (Debian's start page would
+            // stall the first command); the runner is on 127.0.0.1.
+            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+        ];
+        if !extra_args.iter().any(|a| a.starts_with("--window-size=")) {
+            args.push("--window-size=1280,1000");
+        }
+        args.extend_from_slice(extra_args);
         let mut caps = Capabilities::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": paths.chromium,
-                "args": [
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-dev-shm-usage",
-                    "--window-size=1280,1000",
-                    // No lookups leave the machine (Debian's start page would
-                    // stall the first command); the runner is on 127.0.0.1.
-                    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-                ],
-            }),
-        );
+        let mut options = json!({ "binary": paths.chromium, "args": args });
+        if let Some((width, height)) = phone {
+            options["mobileEmulation"] = json!({
+                "deviceMetrics": { "width": width, "height": height, "pixelRatio": 1 }
+            });
+        }
+        caps.insert("goog:chromeOptions".into(), options);
         caps.insert("goog:loggingPrefs".into(), json!({ "browser": "ALL" }));
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         let client = tokio::time::timeout(
@@ -307,6 +367,37 @@ impl WebDriverCompatibleCommand for BrowserLog {
     fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
         (http::Method::POST, Some(r#"{"type":"browser"}"#.to_owned()))
     }
+}
+
+/// Polls `script` (a function body returning a value) until it returns
+/// something other than `null`, `false` or `undefined`, and returns that.
+pub async fn wait_js(
+    client: &Client,
+    script: &str,
+    timeout: Duration,
+    what: &str,
+) -> Result<Value> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let value = client.execute(script, vec![]).await?;
+        if !(value.is_null() || value == Value::Bool(false)) {
+            return Ok(value);
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Saves a PNG of the page to `docs/NAME` (the screenshots the docs show).
+pub async fn save_doc_screenshot(client: &Client, name: &str) -> Result<PathBuf> {
+    let png = client.screenshot().await?;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs")
+        .join(name);
+    std::fs::write(&path, png)?;
+    Ok(path)
 }
 
 /// Saves a PNG under `target/browser-screenshots/` and returns its path.

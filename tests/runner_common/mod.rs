@@ -187,6 +187,15 @@ impl SseClient {
         if let Some(n) = last_event_id {
             req = req.header("Last-Event-ID", n.to_string());
         }
+        Self::from_request(req).await
+    }
+
+    /// Opens any event stream, e.g. `http://.../api/stream?job=a:0`.
+    pub async fn open(full_url: &str) -> Result<SseClient> {
+        Self::from_request(client().get(full_url)).await
+    }
+
+    async fn from_request(req: reqwest::RequestBuilder) -> Result<SseClient> {
         let resp = req.send().await?;
         if resp.status() != 200 {
             bail!("events: {}", resp.status());

@@ -1,742 +1,927 @@
-// The runner's live page: a jobs list, and for one job its stage buttons, a
-// timeline and a terminal, rebuilt from the job's SSE stream.
+// The runner's live page: wires the pure state (state.js) to the DOM, the
+// runner's API (api.js), the shared event stream (stream.js) and the
+// virtualised terminal (terminal.js).
 //
-// Everything shown comes from the stream (`GET /api/jobs/{id}/events`), so a
-// reload or a reconnect replays the history into an empty view and arrives at
-// the same picture. Each SSE message carries a sequence number as its id; any
-// message at or below the last one seen is ignored, so nothing is shown twice.
-//
-// Text from the pipeline is only ever inserted with textContent or text nodes:
-// the page runs under `Content-Security-Policy: default-src 'self'` and never
-// builds HTML from strings.
-"use strict";
+// Opening a job fetches its detail (stages, counts) and the tail of its
+// lines, then follows the stream from the last line held. State changes are
+// drawn at most once per animation frame. Text from the pipeline is inserted
+// as text, or as HTML only through the ANSI library's escaping (ansi.js).
 
-(function () {
-  const JOBS_POLL_MS = 2000;
-  const TICK_MS = 200;
-  const TERMINAL_MAX_LINES = 20000;
-  const STATUSES = ["pending", "running", "complete", "error", "skipped"];
+import * as api from "./api.js";
+import { formatCount, formatDuration, formatTick, formatUtc, formatValue, OUTCOME_WORDS, STAGE_WORDS } from "./format.js";
+import { axisStep, initialJob, initialList, orderedStages, outcomeOf, reduceJob, reduceList, timeline } from "./state.js";
+import { connectStream } from "./stream.js";
+import { AllLines, FilteredLines, renderRow, VirtualTerminal } from "./terminal.js";
 
-  const $ = (id) => document.getElementById(id);
+const $ = (id) => document.getElementById(id);
+const TAIL = 200;
+const CONTEXT = 4;
+const TICK_MS = 250;
+const LIST_LIMIT = 50;
+const RENDER_MS = 200;
+let lastRender = -Infinity; // when render() last ran
 
-  function el(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
 
-  // ---------------------------------------------------------------- formatting
+// ---------------------------------------------------------------- the model
 
-  function formatDuration(ms) {
-    if (typeof ms !== "number" || !isFinite(ms) || ms < 0) return "";
-    if (ms < 1000) return Math.round(ms) + " ms";
-    const s = ms / 1000;
-    if (s < 10) return s.toFixed(1) + " s";
-    if (s < 60) return Math.round(s) + " s";
-    const m = Math.floor(s / 60);
-    return m + " m " + Math.round(s - m * 60) + " s";
-  }
+const app = {
+  job: null, // reduceJob state of the open job
+  generation: 0,
+  list: initialList(),
+  hub: "idle", // the stream's connection state
+  down: false,
+  frozenNow: null, // the timeline's clock while the runner is unreachable
+  stage: null, // the selected stage
+  level: "",
+  search: { q: "", seqs: [], count: 0, truncated: false, index: -1 },
+  lines: null, // AllLines of the open job
+  filtered: null, // FilteredLines when a stage or level filter is on
+  frame: null,
+  lastAnnounced: "",
+  connHistory: [],
+  tickTimer: null,
+  watching: null,
+};
 
-  function formatTick(ms, step) {
-    if (ms === 0) return "0";
-    if (ms < 1000) return ms + " ms";
-    if (ms >= 60000 && ms % 60000 === 0) return ms / 60000 + " min";
-    return (ms / 1000).toFixed(step % 1000 === 0 ? 0 : 1) + " s";
-  }
-
-  function parseTime(ts) {
-    const t = typeof ts === "string" ? Date.parse(ts) : NaN;
-    return isFinite(t) ? t : null;
-  }
-
-  // "2025-11-29T10:30:45.123Z" -> "10:30:45.123" (the pipeline's own clock, UTC).
-  function clockOf(ts) {
-    if (typeof ts !== "string") return "";
-    const m = /T(\d\d:\d\d:\d\d(?:\.\d+)?)/.exec(ts);
-    return m ? m[1] : ts;
-  }
-
-  function localTime(ts) {
-    const t = parseTime(ts);
-    return t === null ? String(ts || "") : new Date(t).toLocaleTimeString();
-  }
-
-  // --------------------------------------------------------------- jobs list
-
-  const jobsList = {
-    jobs: [],
-    timer: null,
-
-    async refresh() {
-      try {
-        const res = await fetch("api/jobs", { cache: "no-store" });
-        if (!res.ok) return;
-        const jobs = await res.json();
-        if (Array.isArray(jobs)) {
-          this.jobs = jobs;
-          this.render();
-        }
-      } catch (_) {
-        // The runner is unreachable; keep the last list and try again later.
-      }
+// Diagnostics (read by the browser tests): the longest main-thread task the
+// page saw, through the Long Tasks API where the browser has it.
+const perf = { longestTaskMs: 0, longTasks: 0, readyAtMs: null, tasks: [], longestMessageMs: 0, longestFrameMs: 0 };
+try {
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      perf.longTasks += 1;
+      perf.longestTaskMs = Math.max(perf.longestTaskMs, entry.duration);
+      if (perf.tasks.length < 500) perf.tasks.push({ at: Math.round(entry.startTime), ms: Math.round(entry.duration) });
+    }
+  }).observe({ type: "longtask", buffered: true });
+} catch (_) {
+  // No Long Tasks API: nothing to record.
+}
+window.pipelinePage = {
+  perf,
+  terminalDrawMs: () => terminal.longestDrawMs || 0,
+  job: () =>
+    app.job && {
+      id: app.job.jobId,
+      lastSeq: app.job.lastSeq,
+      outcome: app.job.outcome,
+      ended: app.job.ended,
+      total: app.lines ? app.lines.count() : 0,
     },
+};
 
-    start() {
-      this.refresh();
-      this.timer = setInterval(() => this.refresh(), JOBS_POLL_MS);
-    },
+const terminal = new VirtualTerminal($("terminal"), { jobId: () => (app.job ? app.job.jobId : "") });
+const stream = connectStream(onStreamMessage, { forceDirect: /[?&]stream=direct\b/.test(location.search) });
+document.documentElement.dataset.stream = stream.kind;
 
-    render() {
-      const list = $("job-list");
-      const current = jobView.jobId;
-      const items = this.jobs.map((job) => {
-        const li = el("li", "job-item");
-        const a = el("a", "job-link");
-        a.href = "#/jobs/" + encodeURIComponent(job.job_id);
-        a.dataset.job = job.job_id;
-        if (job.job_id === current) a.classList.add("selected");
-        a.appendChild(el("span", "job-name", job.job_id));
-        const shown = job.state === "running" ? "running" : job.status || job.state;
-        const pill = el("span", "pill small", shown);
-        pill.dataset.status = shown;
-        a.appendChild(pill);
-        a.appendChild(el("span", "job-time muted", localTime(job.started_at)));
-        li.appendChild(a);
-        return li;
-      });
-      list.replaceChildren(...items);
-      $("no-jobs").hidden = this.jobs.length > 0;
-    },
+function dispatch(event) {
+  if (!app.job) return;
+  const next = reduceJob(app.job, event);
+  if (next === app.job) return;
+  app.job = next;
+  scheduleRender();
+}
+
+// One render per animation frame, and while lines stream in at most one
+// every RENDER_MS: the header's counts need not move 60 times a second.
+function scheduleRender() {
+  if (app.frame !== null) return;
+  const frame = () => {
+    app.frame = requestAnimationFrame(() => {
+      app.frame = null;
+      const started = performance.now();
+      lastRender = started;
+      render();
+      perf.longestFrameMs = Math.max(perf.longestFrameMs, performance.now() - started);
+    });
   };
+  const wait = lastRender + RENDER_MS - performance.now();
+  if (wait > 0) app.frame = setTimeout(frame, wait);
+  else frame();
+}
 
-  async function runJob() {
-    const button = $("run");
-    const errorLine = $("run-error");
-    button.disabled = true;
-    errorLine.hidden = true;
-    try {
-      const res = await fetch("api/jobs", { method: "POST" });
-      if (res.status !== 201) {
-        throw new Error("the runner answered " + res.status);
-      }
-      const body = await res.json();
-      location.hash = "#/jobs/" + encodeURIComponent(body.job_id);
-      jobsList.refresh();
-    } catch (err) {
-      errorLine.textContent = "Could not start a job: " + err.message;
-      errorLine.hidden = false;
-    } finally {
-      button.disabled = false;
-    }
-  }
+// ---------------------------------------------------------------- opening a job
 
-  // ---------------------------------------------------------------- job view
+async function openJob(id) {
+  closeJob();
+  const generation = ++app.generation;
+  app.job = initialJob(id);
+  app.stage = null;
+  app.search = { q: "", seqs: [], count: 0, truncated: false, index: -1 };
+  app.connHistory = [];
+  $("search-q").value = "";
+  app.lines = new AllLines(
+    (from, limit) => api.jobLines(id, { from, limit }),
+    () => terminal.schedule()
+  );
+  applyFilters();
+  $("empty-view").hidden = true;
+  $("job-view").hidden = false;
+  $("download").href = api.logUrl(id);
+  $("download").setAttribute("download", id + ".jsonl");
+  app.tickTimer = setInterval(() => {
+    if (app.job && !app.job.ended && !app.down) renderTimeline();
+  }, TICK_MS);
+  render();
+  await loadJob(generation);
+}
 
-  // One stage of the job being shown: its button row, its timeline bar.
-  class Stage {
-    constructor(layerName, layer) {
-      this.name = layerName;
-      this.layer = typeof layer === "number" ? layer : null;
-      this.status = null;
-      this.history = [];
-      this.start = null; // ms since the epoch, pipeline clock
-      this.durationMs = null;
-      this.error = null;
-      this.cutOff = false; // still running when the pipeline ended
-
-      this.row = el("li", "stage");
-      this.button = el("button", "stage-button");
-      this.button.type = "button";
-      this.button.dataset.stage = layerName;
-      this.icon = el("span", "stage-icon");
-      this.icon.setAttribute("aria-hidden", "true");
-      this.layerLabel = el("span", "stage-layer");
-      this.nameLabel = el("span", "stage-name", layerName);
-      this.durationLabel = el("span", "stage-duration");
-      this.button.append(this.icon, this.layerLabel, this.nameLabel, this.durationLabel);
-
-      this.track = el("div", "track");
-      this.bar = el("div", "bar");
-      this.barLabel = el("span", "bar-label");
-      this.track.append(this.bar, this.barLabel);
-      this.row.append(this.button, this.track);
-
-      this.setLayer(layer);
-      this.setStatus("pending");
-    }
-
-    setLayer(layer) {
-      if (typeof layer !== "number") return;
-      this.layer = layer;
-      this.layerLabel.textContent = "L" + layer;
-    }
-
-    setStatus(status) {
-      if (!STATUSES.includes(status) || status === this.status) return;
-      if (this.status) this.button.classList.remove(this.status);
-      if (this.status) this.row.classList.remove(this.status);
-      this.status = status;
-      this.history.push(status);
-      this.button.classList.add(status);
-      this.row.classList.add(status);
-      this.button.dataset.status = status;
-      this.button.dataset.history = this.history.join(" ");
-      this.updateText();
-    }
-
-    // The job ended without reaching this stage.
-    markNotRun() {
-      this.row.classList.add("not-run");
-      this.button.classList.add("not-run");
-      this.button.title = this.name + " did not run in this job";
-      this.track.title = this.button.title;
-      this.barLabel.textContent = "did not run";
-    }
-
-    setDuration(ms) {
-      if (typeof ms === "number" && isFinite(ms)) this.durationMs = ms;
-      this.updateText();
-    }
-
-    setError(text) {
-      if (text !== undefined && text !== null) this.error = String(text);
-      this.updateText();
-    }
-
-    updateText() {
-      const duration = formatDuration(this.durationMs);
-      this.durationLabel.textContent = duration;
-      this.barLabel.textContent = duration;
-      const tip = [this.name, this.status];
-      if (duration) tip.push(duration);
-      this.button.title = this.error ? this.error : tip.join(" · ");
-      this.track.title = this.button.title;
-    }
-
-    // Place the bar on a timeline from `origin` spanning `span` ms.
-    layout(origin, span, now, stepPercent) {
-      this.track.style.backgroundSize = stepPercent ? stepPercent + "% 100%" : "";
-      if (this.start === null || origin === null || span <= 0) {
-        this.bar.hidden = true;
-        const idle = this.row.classList.contains("not-run") ? "did not run" : "";
-        this.barLabel.textContent = this.status === "skipped" ? "skipped" : idle;
-        this.barLabel.classList.remove("before", "inside");
-        this.barLabel.style.left = "0%";
-        return;
-      }
-      let length = this.durationMs;
-      if (this.cutOff && length === null) length = Math.max(0, now - this.start); // until the end
-      if (this.status === "running") {
-        length = Math.max(0, now - this.start);
-        this.barLabel.textContent = formatDuration(length);
-      }
-      if (length === null) length = 0;
-      const left = Math.min(100, Math.max(0, ((this.start - origin) / span) * 100));
-      const width = Math.min(100 - left, Math.max(0, (length / span) * 100));
-      this.bar.hidden = false;
-      this.bar.style.left = left + "%";
-      this.bar.style.width = width + "%";
-      // The label goes after the bar, else before it, else inside its end.
-      const end = left + width;
-      const place = 100 - end >= 12 ? "after" : left >= 12 ? "before" : "inside";
-      this.barLabel.classList.remove("after", "before", "inside");
-      this.barLabel.classList.add(place);
-      const at = place === "before" ? left : end;
-      const nudge = place === "after" ? "+ 6px" : "- 6px";
-      this.barLabel.style.left = "calc(" + at + "% " + nudge + ")";
-    }
-  }
-
-  const jobView = {
-    jobId: null,
-    source: null,
-    lastSeq: -1,
-    finished: false,
-    stages: new Map(),
-    pipelineStart: null,
-    pipelineEnd: null,
-    pipelineStatus: "pending",
-    pipelineDurationMs: null,
-    clockOffset: null, // browser clock minus pipeline clock (smallest seen)
-    lineCount: 0,
-    pendingLines: [],
-    flushScheduled: false,
-    tickTimer: null,
-    filter: null,
-    generation: 0,
-
-    open(jobId) {
-      this.close();
-      this.generation += 1;
-      this.jobId = jobId;
-      this.lastSeq = -1;
-      this.finished = false;
-      this.stages = new Map();
-      this.pipelineStart = null;
-      this.pipelineEnd = null;
-      this.pipelineDurationMs = null;
-      this.clockOffset = null;
-      this.lineCount = 0;
-      this.pendingLines = [];
-      this.filter = null;
-
-      $("empty-view").hidden = true;
-      $("job-view").hidden = false;
-      $("job-id").textContent = jobId;
-      $("stages").replaceChildren();
-      $("terminal").replaceChildren();
-      $("terminal").removeAttribute("data-filter");
-      $("terminal").removeAttribute("data-dropped");
-      $("terminal").removeAttribute("title");
-      $("terminal-filter").textContent = "";
-      this.setPipelineStatus("pending");
-      this.layout();
-      jobsList.render();
-
-      $("connection").dataset.history = "";
-      setConnection("connecting");
-      this.tickTimer = setInterval(() => this.tick(), TICK_MS);
-      // Known stages first, so that a reload always builds the same rows.
-      const generation = this.generation;
-      this.loadKnownStages(generation).then(() => {
-        if (generation === this.generation) this.connect();
-      });
-    },
-
-    close() {
-      this.generation += 1; // callbacks of the closed view become no-ops
-      if (this.source) this.source.close();
-      this.source = null;
-      if (this.tickTimer) clearInterval(this.tickTimer);
-      this.tickTimer = null;
-      this.jobId = null;
-    },
-
-    showEmpty() {
-      this.close();
-      $("connection").dataset.history = "";
-      $("job-view").hidden = true;
-      $("empty-view").hidden = false;
-      setConnection("idle");
-      jobsList.render();
-    },
-
-    // Stages seen in earlier runs are shown as pending before they start.
-    async loadKnownStages(generation) {
-      try {
-        const res = await fetch("api/stages", { cache: "no-store" });
-        if (!res.ok) return;
-        const known = await res.json();
-        if (generation !== this.generation || !Array.isArray(known)) return;
-        for (const s of known) {
-          if (s && typeof s.layer_name === "string") this.stage(s.layer_name, s.layer);
-        }
-        this.layout();
-      } catch (_) {
-        // Not essential: stages appear as the stream reports them.
-      }
-    },
-
-    connect() {
-      const url = "api/jobs/" + encodeURIComponent(this.jobId) + "/events";
-      const source = new EventSource(url);
-      const generation = this.generation;
-      this.source = source;
-      setConnection("connecting");
-
-      source.onopen = () => {
-        if (generation === this.generation && !this.finished) setConnection("live");
-      };
-      source.onmessage = (msg) => {
-        if (generation !== this.generation) return;
-        const seq = Number(msg.lastEventId);
-        if (msg.lastEventId !== "" && isFinite(seq)) {
-          if (seq <= this.lastSeq) return; // already shown (replay after reconnect)
-          this.lastSeq = seq;
-        }
-        let data;
-        try {
-          data = JSON.parse(msg.data);
-        } catch (_) {
-          data = { type: "output", text: String(msg.data) };
-        }
-        this.handle(data);
-      };
-      source.addEventListener("end", (msg) => {
-        if (generation !== this.generation) return;
-        let data = {};
-        try {
-          data = JSON.parse(msg.data) || {};
-        } catch (_) {
-          // An end without a readable body still ends the stream.
-        }
-        // Closing matters: a stream that just ends makes EventSource reconnect.
-        source.close();
-        this.finish(data.status);
-      });
-      source.onerror = () => {
-        if (generation !== this.generation || this.finished) return;
-        if (source.readyState === EventSource.CLOSED) {
-          // The browser gave up (the runner answered with an error status).
-          // An unknown job stays unknown; anything else is retried, and the
-          // replay is deduplicated by sequence number.
-          this.retryOrGiveUp(generation);
-        } else {
-          setConnection("reconnecting");
-        }
-      };
-    },
-
-    async retryOrGiveUp(generation) {
-      setConnection("reconnecting");
-      try {
-        const res = await fetch("api/jobs/" + encodeURIComponent(this.jobId), { cache: "no-store" });
-        if (res.status === 404 && generation === this.generation) {
-          setConnection("unavailable");
-          $("job-summary").textContent = "The runner does not know this job.";
-          return;
-        }
-      } catch (_) {
-        // The runner is unreachable: keep trying.
-      }
-      setTimeout(() => {
-        if (generation === this.generation && !this.finished) this.connect();
-      }, 3000);
-    },
-
-    stage(name, layer) {
-      let stage = this.stages.get(name);
-      if (!stage) {
-        stage = new Stage(name, layer);
-        stage.button.addEventListener("click", () => this.toggleFilter(name));
-        this.stages.set(name, stage);
-        this.placeStage(stage);
-      } else if (typeof layer === "number" && stage.layer !== layer) {
-        stage.setLayer(layer);
-        this.placeStage(stage);
-      }
-      return stage;
-    },
-
-    // Insert (or move) a stage's row so rows stay ordered by layer number,
-    // then by name (two stages may share a layer number).
-    placeStage(stage) {
-      const list = $("stages");
-      const key = (s) => [s.layer === null ? Infinity : s.layer, s.name];
-      const [layer, name] = key(stage);
-      let before = null;
-      for (const other of this.stages.values()) {
-        if (other === stage) continue;
-        const [ol, on] = key(other);
-        if (ol > layer || (ol === layer && on > name)) {
-          if (!before || key(before)[0] > ol || (key(before)[0] === ol && key(before)[1] > on)) {
-            before = other;
-          }
-        }
-      }
-      list.insertBefore(stage.row, before ? before.row : null);
-      $("no-stages").hidden = true;
-    },
-
-    observeClock(ts) {
-      const t = parseTime(ts);
-      if (t === null) return null;
-      const offset = Date.now() - t;
-      if (this.clockOffset === null || offset < this.clockOffset) this.clockOffset = offset;
-      return t;
-    },
-
-    handle(data) {
-      if (!data || typeof data !== "object") return;
-      if (data.type === "output") {
-        this.outputLine(data);
-        return;
-      }
-      const t = this.observeClock(data.timestamp);
-      switch (data.event) {
-        case "pipeline_start":
-          if (this.pipelineStart === null) this.pipelineStart = t;
-          this.setPipelineStatus("running");
-          break;
-        case "layer_start": {
-          if (typeof data.layer_name !== "string") break;
-          const stage = this.stage(data.layer_name, data.layer);
-          stage.start = t;
-          stage.setStatus("running");
-          break;
-        }
-        case "layer_complete":
-        case "layer_error":
-        case "layer_skip": {
-          if (typeof data.layer_name !== "string") break;
-          const stage = this.stage(data.layer_name, data.layer);
-          stage.setDuration(data.duration_ms);
-          if (data.event === "layer_error") {
-            stage.setError(data.error !== undefined ? data.error : "error");
-          }
-          if (stage.start === null && t !== null && typeof data.duration_ms === "number") {
-            stage.start = t - data.duration_ms;
-          }
-          stage.setStatus(
-            data.event === "layer_complete" ? "complete" : data.event === "layer_error" ? "error" : "skipped"
-          );
-          break;
-        }
-        case "pipeline_complete":
-          this.pipelineEnd = t;
-          if (typeof data.duration_ms === "number") this.pipelineDurationMs = data.duration_ms;
-          if (this.pipelineStart === null && t !== null && typeof data.duration_ms === "number") {
-            this.pipelineStart = t - data.duration_ms;
-          }
-          if (typeof data.status === "string") this.setPipelineStatus(data.status, data.error);
-          this.stopRunningStages(data.error);
-          break;
-        case "log":
-          this.logLine(data);
-          break;
-        default:
-          break; // an event kind this page does not know: nothing to show
-      }
-      this.layout();
-    },
-
-    // A stage still running when its pipeline ended never finished.
-    stopRunningStages(reason) {
-      for (const stage of this.stages.values()) {
-        if (stage.status === "running") {
-          stage.cutOff = true;
-          stage.setError("did not finish: the pipeline ended" + (reason ? " (" + reason + ")" : ""));
-          stage.setStatus("error");
-        }
-      }
-    },
-
-    finish(status) {
-      this.finished = true;
-      if (typeof status === "string" && status) this.setPipelineStatus(status);
-      this.stopRunningStages(typeof status === "string" ? status : "");
-      // Stages known from earlier runs that this job never reached.
-      for (const stage of this.stages.values()) {
-        if (stage.status === "pending") stage.markNotRun();
-      }
-      if (this.tickTimer) clearInterval(this.tickTimer);
-      this.tickTimer = null;
-      this.layout();
-      setConnection("finished");
-      jobsList.refresh();
-    },
-
-    setPipelineStatus(status, error) {
-      this.pipelineStatus = status;
-      const pill = $("pipeline-status");
-      pill.textContent = status;
-      pill.dataset.status = status;
-      pill.title = error ? String(error) : "pipeline " + status;
-      $("cancel").hidden = !(status === "pending" || status === "running") || this.finished;
-    },
-
-    // ---- timeline
-
-    now() {
-      if (this.pipelineEnd !== null) return this.pipelineEnd;
-      if (this.finished || this.clockOffset === null) return this.latestKnownTime();
-      return Date.now() - this.clockOffset;
-    },
-
-    latestKnownTime() {
-      let latest = this.pipelineStart;
-      for (const s of this.stages.values()) {
-        if (s.start === null) continue;
-        const end = s.start + (s.durationMs || 0);
-        if (latest === null || end > latest) latest = end;
-      }
-      return latest;
-    },
-
-    layout() {
-      let origin = this.pipelineStart;
-      if (origin === null) {
-        for (const s of this.stages.values()) {
-          if (s.start !== null && (origin === null || s.start < origin)) origin = s.start;
-        }
-      }
-      const now = this.now();
-      let end = now;
-      for (const s of this.stages.values()) {
-        if (s.start !== null && s.durationMs !== null && s.start + s.durationMs > end) {
-          end = s.start + s.durationMs;
-        }
-      }
-      const span = origin !== null && end !== null ? Math.max(end - origin, 1) : 0;
-      const step = this.renderAxis(span);
-      const stepPercent = step ? (step / span) * 100 : 0;
-      for (const s of this.stages.values()) s.layout(origin, span, now, stepPercent);
-
-      $("no-stages").hidden = this.stages.size > 0;
-      this.updateSummary(span);
-    },
-
-    // Time labels above the tracks at a round step; returns the step in ms.
-    renderAxis(span) {
-      const axis = $("axis");
-      if (!(span > 1)) {
-        axis.replaceChildren();
-        return 0;
-      }
-      const steps = [100, 200, 500, 1000, 2000, 5000, 10000, 15000, 30000, 60000, 120000, 300000, 600000];
-      const step = steps.find((s) => span / s <= 8) || Math.ceil(span / 8 / 3600000) * 3600000;
-      const labels = [];
-      for (let t = 0; t <= span; t += step) {
-        const at = (t / span) * 100;
-        const label = el("span", "tick", formatTick(t, step));
-        label.style.left = at + "%";
-        if (at > 94) label.classList.add("end"); // keep the last label inside
-        labels.push(label);
-      }
-      axis.replaceChildren(...labels);
-      return step;
-    },
-
-    tick() {
-      if (!this.finished && this.pipelineStatus === "running") this.layout();
-    },
-
-    updateSummary(span) {
-      const counts = {};
-      for (const s of this.stages.values()) counts[s.status] = (counts[s.status] || 0) + 1;
-      const parts = [];
-      for (const status of ["complete", "error", "skipped", "running", "pending"]) {
-        if (counts[status]) parts.push(counts[status] + " " + status);
-      }
-      // A pipeline_complete added for a crashed or interrupted child may say 0.
-      const total = this.pipelineDurationMs ? this.pipelineDurationMs : span > 1 ? span : null;
-      if (total !== null) parts.push(formatDuration(total) + (this.pipelineEnd === null ? " so far" : " total"));
-      $("job-summary").textContent = parts.join(" · ");
-    },
-
-    // ---- terminal
-
-    logLine(data) {
-      const line = el("div", "line log");
-      const level = typeof data.level === "string" ? data.level.toLowerCase() : "info";
-      line.classList.add("level-" + (["trace", "debug", "info", "warn", "error"].includes(level) ? level : "info"));
-      if (typeof data.layer_name === "string") line.dataset.layerName = data.layer_name;
-      line.appendChild(el("span", "ts", clockOf(data.timestamp)));
-      line.appendChild(el("span", "level", level.toUpperCase()));
-      if (typeof data.layer_name === "string") line.appendChild(el("span", "where", data.layer_name));
-      else if (typeof data.target === "string") line.appendChild(el("span", "where", data.target));
-      line.appendChild(el("span", "msg", data.message === undefined ? "" : String(data.message)));
-      if (data.metadata && typeof data.metadata === "object") {
-        const pairs = Object.entries(data.metadata).map(([k, v]) => k + "=" + (typeof v === "string" ? v : JSON.stringify(v)));
-        if (pairs.length) line.appendChild(el("span", "meta", pairs.join(" ")));
-      }
-      this.queueLine(line);
-    },
-
-    outputLine(data) {
-      const line = el("div", "line output");
-      if (data.stream === "stderr") line.classList.add("stderr");
-      line.appendChild(el("span", "msg", data.text === undefined ? "" : String(data.text)));
-      this.queueLine(line);
-    },
-
-    // Lines are appended in batches so that replaying a long history does not
-    // lay the page out once per line.
-    queueLine(line) {
-      this.pendingLines.push(line);
-      if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setTimeout(() => this.flushLines(), 16);
-      }
-    },
-
-    flushLines() {
-      this.flushScheduled = false;
-      if (!this.pendingLines.length) return;
-      const terminal = $("terminal");
-      const atBottom = terminal.scrollHeight - terminal.scrollTop - terminal.clientHeight < 40;
-      const batch = document.createDocumentFragment();
-      for (const line of this.pendingLines) {
-        if (this.filter !== null && line.dataset.layerName !== this.filter) line.classList.add("filtered-out");
-        batch.appendChild(line);
-      }
-      this.lineCount += this.pendingLines.length;
-      this.pendingLines = [];
-      terminal.appendChild(batch);
-      // Bound the page's memory on very long jobs: drop the oldest lines.
-      let excess = terminal.childElementCount - TERMINAL_MAX_LINES;
-      while (excess-- > 0) terminal.firstElementChild.remove();
-      if (this.lineCount > TERMINAL_MAX_LINES) {
-        terminal.dataset.dropped = String(this.lineCount - TERMINAL_MAX_LINES);
-        terminal.title = "The oldest " + terminal.dataset.dropped + " lines are no longer shown.";
-      }
-      if (atBottom) terminal.scrollTop = terminal.scrollHeight;
-    },
-
-    // Clicking a stage shows only its log lines; clicking it again shows all.
-    toggleFilter(name) {
-      this.filter = this.filter === name ? null : name;
-      const terminal = $("terminal");
-      for (const stage of this.stages.values()) {
-        stage.button.classList.toggle("focused", stage.name === this.filter);
-        stage.button.setAttribute("aria-pressed", String(stage.name === this.filter));
-      }
-      if (this.filter === null) {
-        terminal.removeAttribute("data-filter");
-        $("terminal-filter").textContent = "";
-      } else {
-        terminal.dataset.filter = this.filter;
-        $("terminal-filter").textContent = "showing " + this.filter + " only (click it again for all)";
-      }
-      for (const line of terminal.querySelectorAll(".line")) {
-        line.classList.toggle("filtered-out", this.filter !== null && line.dataset.layerName !== this.filter);
-      }
-    },
-  };
-
-  // The connection's state, and the states it went through for this job
-  // (`data-history`), which tests read to see that a reconnect happened.
-  function setConnection(state) {
-    const node = $("connection");
-    if (node.dataset.state === state && node.dataset.history) return;
-    node.dataset.state = state;
-    node.dataset.history = node.dataset.history ? node.dataset.history + " " + state : state;
-    node.textContent = state;
-  }
-
-  // ---------------------------------------------------------------- routing
-
-  function route() {
-    const m = /^#\/jobs\/([^/]+)$/.exec(location.hash);
-    if (m) {
-      let id;
-      try {
-        id = decodeURIComponent(m[1]);
-      } catch (_) {
-        id = m[1];
-      }
-      if (id !== jobView.jobId) jobView.open(id);
+// Detail, tail, stage start times, then the stream from the last line held.
+async function loadJob(generation) {
+  const id = app.job.jobId;
+  let detail;
+  try {
+    detail = await api.jobDetail(id);
+  } catch (err) {
+    if (generation !== app.generation) return;
+    if (err instanceof api.ApiError && (err.status === 404 || err.status === 400)) {
+      dispatch({ type: "not-found" });
+      document.documentElement.dataset.ready = "1";
     } else {
-      jobView.showEmpty();
+      app.job = { ...app.job, loadError: err.message };
+      scheduleRender(); // retried when the stream is live again
     }
+    return;
   }
+  if (generation !== app.generation) return;
+  dispatch({ type: "detail", detail });
+  const lines = typeof detail.lines === "number" ? detail.lines : 0;
+  app.lines.setTotal(lines);
+  const tail = lines > 0 ? api.jobLines(id, { from: Math.max(1, lines - TAIL + 1), limit: TAIL }) : null;
+  if (!app.job.ended) {
+    app.watching = id;
+    stream.watch(id, lines);
+  }
+  try {
+    if (tail) app.lines.put((await tail).rows);
+  } catch (_) {
+    // Fetched again when scrolled into view.
+  }
+  if (generation !== app.generation) return;
+  terminal.schedule();
+  applyRoute(generation);
+  // Interactive once the tail is drawn (the frame after the terminal's).
+  requestAnimationFrame(() =>
+    requestAnimationFrame(() => {
+      if (generation !== app.generation) return;
+      perf.readyAtMs = performance.now();
+      document.documentElement.dataset.ready = "1";
+    })
+  );
+  loadStageStarts(generation);
+  api
+    .knownStages()
+    .then((known) => {
+      if (generation === app.generation && Array.isArray(known)) dispatch({ type: "known-stages", stages: known });
+    })
+    .catch(() => {});
+  if (app.job.ended) loadFailure(generation);
+}
 
-  async function cancelJob() {
-    if (!jobView.jobId) return;
-    $("cancel").disabled = true;
+// The timeline needs each stage's start: read from its layer_start line
+// when the detail does not carry it.
+function loadStageStarts(generation) {
+  const id = app.job.jobId;
+  for (const s of Object.values(app.job.stages)) {
+    if (s.startMs !== null || typeof s.startedSeq !== "number") continue;
+    api
+      .jobLines(id, { from: s.startedSeq, limit: 1 })
+      .then(({ rows }) => {
+        const t = rows[0] && rows[0].data ? Date.parse(rows[0].data.timestamp) : NaN;
+        if (generation === app.generation && isFinite(t)) dispatch({ type: "stage-start", name: s.name, startMs: t });
+      })
+      .catch(() => {});
+  }
+}
+
+function closeJob() {
+  app.generation += 1;
+  if (app.watching) stream.unwatch(app.watching);
+  app.watching = null;
+  if (app.tickTimer) clearInterval(app.tickTimer);
+  app.tickTimer = null;
+  app.job = null;
+  app.filtered = null;
+  delete document.documentElement.dataset.ready;
+}
+
+function showEmpty() {
+  closeJob();
+  $("job-view").hidden = true;
+  $("empty-view").hidden = false;
+  render();
+}
+
+// ---------------------------------------------------------------- the stream
+
+function onStreamMessage(msg) {
+  const started = performance.now();
+  handleStreamMessage(msg);
+  perf.longestMessageMs = Math.max(perf.longestMessageMs, performance.now() - started);
+}
+
+function handleStreamMessage(msg) {
+  if (!msg || typeof msg !== "object") return;
+  switch (msg.type) {
+    case "conn": {
+      const wasDown = app.down;
+      app.hub = msg.state;
+      if (msg.state === "down") {
+        if (!app.down) app.frozenNow = Date.now();
+        app.down = true;
+      } else if (msg.state === "live" || msg.state === "idle") {
+        app.down = false;
+        app.frozenNow = null;
+        if (wasDown) recovered();
+      }
+      scheduleRender();
+      break;
+    }
+    case "lines":
+      if (app.job && msg.job === app.job.jobId) {
+        app.lines.put(msg.rows);
+        if (typeof msg.lastSeq === "number") app.lines.setTotal(msg.lastSeq);
+        if (app.filtered) app.filtered.put(msg.rows, msg.lastSeq);
+        dispatch({ type: "lines", rows: msg.rows, lastSeq: msg.lastSeq });
+        terminal.schedule();
+      }
+      break;
+    case "end":
+      if (app.job && msg.job === app.job.jobId) {
+        dispatch({ type: "end", summary: msg.summary });
+        app.watching = null;
+        syncTotal(msg.summary);
+        const generation = app.generation;
+        // The final word on stages (metadata, errors) and the failure's context.
+        api
+          .jobDetail(msg.job)
+          .then((detail) => {
+            if (generation !== app.generation) return;
+            dispatch({ type: "detail", detail });
+            syncTotal(detail);
+            loadFailure(generation);
+          })
+          .catch(() => {});
+      }
+      break;
+    case "jobs":
+      app.list = reduceList(app.list, { type: "job", summary: msg.summary });
+      scheduleRender();
+      break;
+    default:
+      break;
+  }
+}
+
+// The terminal covers every line a summary counts (any it lacks are
+// fetched when drawn).
+function syncTotal(summary) {
+  if (app.lines && summary && typeof summary.lines === "number") {
+    app.lines.setTotal(summary.lines);
+    terminal.schedule(true);
+  }
+}
+
+// Back from "unreachable": clear stale errors, reload what failed to load.
+function recovered() {
+  $("run-error").hidden = true;
+  $("run-error").textContent = "";
+  loadList();
+  if (app.job && (app.job.loadError || !app.job.loaded)) {
+    app.job = { ...app.job, loadError: null };
+    loadJob(app.generation);
+  } else if (app.job && !app.job.ended) {
+    // Catch up with anything the stream's replay does not say (e.g. the
+    // detail's counts); the stream resumes after the last line held.
+    const generation = app.generation;
+    api
+      .jobDetail(app.job.jobId)
+      .then((detail) => {
+        if (generation !== app.generation) return;
+        dispatch({ type: "detail", detail });
+        syncTotal(detail);
+      })
+      .catch(() => {});
+  }
+}
+
+// ---------------------------------------------------------------- routing
+
+function parseRoute() {
+  const m = /^#\/jobs\/([^/]+)(?:\/(lines|stages)\/(.+))?$/.exec(location.hash);
+  if (!m) return null;
+  const decode = (s) => {
     try {
-      await fetch("api/jobs/" + encodeURIComponent(jobView.jobId) + "/cancel", { method: "POST" });
-    } finally {
-      $("cancel").disabled = false;
+      return decodeURIComponent(s);
+    } catch (_) {
+      return s;
     }
+  };
+  return { id: decode(m[1]), kind: m[2] || null, arg: m[3] ? decode(m[3]) : null };
+}
+
+function route() {
+  const r = parseRoute();
+  if (!r) {
+    if (app.job) showEmpty();
+    else render();
+    return;
+  }
+  if (!app.job || app.job.jobId !== r.id) openJob(r.id);
+  else applyRoute(app.generation);
+}
+
+function applyRoute(generation) {
+  const r = parseRoute();
+  if (!r || !app.job || r.id !== app.job.jobId || generation !== app.generation) return;
+  if (r.kind === "lines") {
+    const seq = Number(r.arg);
+    if (app.stage !== null || app.level) {
+      app.stage = null;
+      app.level = "";
+      $("level").value = "";
+      applyFilters();
+    }
+    if (isFinite(seq) && seq >= 1) {
+      requestAnimationFrame(() => terminal.scrollToSeq(Math.min(seq, Math.max(1, app.lines.count()))));
+    }
+  } else if (r.kind === "stages") {
+    if (app.stage !== r.arg) selectStage(r.arg, false);
+  } else if (app.stage !== null) {
+    selectStage(null, false);
+  }
+}
+
+function setHash(hash) {
+  if (location.hash !== hash) history.replaceState(null, "", hash);
+}
+
+// ---------------------------------------------------------------- filters and search
+
+function applyFilters() {
+  const job = app.job;
+  if (!job) return;
+  const stage = app.stage;
+  const level = app.level || null;
+  if (stage === null && level === null) {
+    app.filtered = null;
+    terminal.setSource(app.lines, job.ended ? "This job printed nothing." : "No lines yet.");
+  } else {
+    const id = job.jobId;
+    app.filtered = new FilteredLines(
+      (from, limit) => api.jobLines(id, { from, limit, stage, level }),
+      { stage, level },
+      () => terminal.schedule()
+    );
+    const what = [stage ? "stage " + stage : null, level ? "level " + level + " and above" : null].filter(Boolean);
+    terminal.setSource(app.filtered, "No lines for " + what.join(", ") + ".");
+  }
+  const parts = [];
+  if (stage) parts.push("stage " + stage);
+  if (level) parts.push(level + "+ log lines");
+  $("terminal-filter").textContent = parts.length ? "showing " + parts.join(", ") : "";
+  $("terminal").dataset.filter = stage || "";
+  terminal.marks = new Set(app.search.seqs);
+}
+
+function selectStage(name, updateHash = true) {
+  if (!app.job) return;
+  app.stage = name;
+  applyFilters();
+  if (updateHash) {
+    const base = "#/jobs/" + encodeURIComponent(app.job.jobId);
+    setHash(name === null ? base : base + "/stages/" + encodeURIComponent(name));
+  }
+  loadStageContext(app.generation);
+  scheduleRender();
+}
+
+async function runSearch() {
+  if (!app.job) return;
+  const q = $("search-q").value;
+  if (!q) {
+    app.search = { q: "", seqs: [], count: 0, truncated: false, index: -1 };
+    terminal.marks = new Set();
+    terminal.schedule();
+    renderSearch();
+    return;
+  }
+  const generation = app.generation;
+  $("search-count").textContent = "searching\u2026";
+  try {
+    const answer = await api.searchJob(app.job.jobId, q, { level: app.level || null });
+    if (generation !== app.generation) return;
+    const seqs = Array.isArray(answer.seqs) ? answer.seqs : [];
+    app.search = { q, seqs, count: answer.count || seqs.length, truncated: !!answer.truncated, index: seqs.length ? 0 : -1 };
+    terminal.marks = new Set(seqs);
+    if (app.filtered && app.stage === null && !app.level) applyFilters();
+    jumpToMatch();
+  } catch (err) {
+    $("search-count").textContent = "search failed: " + err.message;
+  }
+}
+
+function jumpToMatch() {
+  const { seqs, index } = app.search;
+  renderSearch();
+  if (index < 0 || !seqs.length) return;
+  // Matches are numbered lines of the whole log: show them unfiltered.
+  if (app.filtered && app.filtered.indexOfSeq(seqs[index]) === -1) {
+    app.stage = null;
+    app.level = "";
+    $("level").value = "";
+    applyFilters();
+    terminal.marks = new Set(seqs);
+  }
+  terminal.scrollToSeq(seqs[index]);
+}
+
+function moveMatch(step) {
+  const n = app.search.seqs.length;
+  if (!n) return;
+  app.search.index = (app.search.index + step + n) % n;
+  jumpToMatch();
+}
+
+function renderSearch() {
+  const { q, seqs, count, truncated, index } = app.search;
+  const box = $("search-count");
+  if (!q) box.textContent = "";
+  else if (!count) box.textContent = "no matches";
+  else box.textContent = index + 1 + " of " + formatCount(count) + (truncated ? " (first " + formatCount(seqs.length) + " reachable)" : "");
+  box.dataset.count = String(count);
+}
+
+// ---------------------------------------------------------------- failure context
+
+// Lines around a stage's end (its layer_error), fetched from the runner.
+async function contextLines(id, seq) {
+  const from = Math.max(1, seq - CONTEXT);
+  const { rows } = await api.jobLines(id, { from, limit: CONTEXT * 2 + 1 });
+  return rows;
+}
+
+function fillContext(box, rows, id, markSeq) {
+  const nodes = rows.map((row) => {
+    const node = document.createElement("div");
+    renderRow(node, row, id);
+    if (row.seq === markSeq) node.classList.add("current");
+    return node;
+  });
+  box.replaceChildren(...nodes);
+}
+
+async function loadFailure(generation) {
+  const job = app.job;
+  if (!job) return;
+  const failed = orderedStages(job).find((s) => s.status === "error");
+  const box = $("failure-lines");
+  if (!failed || typeof failed.endedSeq !== "number") {
+    box.replaceChildren();
+    return;
+  }
+  try {
+    const rows = await contextLines(job.jobId, failed.endedSeq);
+    if (generation === app.generation) fillContext(box, rows, job.jobId, failed.endedSeq);
+  } catch (_) {
+    // The header still says why; the context comes with the next load.
+  }
+}
+
+async function loadStageContext(generation) {
+  const job = app.job;
+  const box = $("stage-detail-lines");
+  box.replaceChildren();
+  if (!job || app.stage === null) return;
+  const stage = job.stages[app.stage];
+  if (!stage || (stage.status !== "error" && stage.status !== "cancelled") || typeof stage.endedSeq !== "number") return;
+  try {
+    const rows = await contextLines(job.jobId, stage.endedSeq);
+    if (generation === app.generation && app.stage === stage.name) fillContext(box, rows, job.jobId, stage.endedSeq);
+  } catch (_) {
+    // Shown again when the stage is selected again.
+  }
+}
+
+// ---------------------------------------------------------------- rendering
+
+function render() {
+  renderConnection();
+  renderList();
+  renderJob();
+  renderTitle();
+}
+
+function connectionState() {
+  const job = app.job;
+  if (app.down) return "down";
+  if (job && job.notFound) return "unavailable";
+  if (job && job.ended) return "finished";
+  if (job && !job.loaded) return job.loadError ? "down" : "connecting";
+  return app.hub;
+}
+
+function renderConnection() {
+  const state = connectionState();
+  const node = $("connection");
+  if (node.dataset.state !== state) {
+    node.dataset.state = state;
+    node.textContent = { down: "unreachable", idle: "idle", live: "live", connecting: "connecting", finished: "finished", unavailable: "no such job" }[state] || state;
+  }
+  if (app.connHistory[app.connHistory.length - 1] !== state) app.connHistory.push(state);
+  node.dataset.history = app.connHistory.join(" ");
+  $("banner").hidden = !app.down && !(app.job && app.job.loadError);
+}
+
+function renderTitle() {
+  const job = app.job;
+  let outcome = "idle";
+  let title = "Pipeline runner";
+  if (job && job.notFound) {
+    outcome = "unknown";
+    title = "No such job \u2014 Pipeline runner";
+  } else if (job) {
+    outcome = job.outcome;
+    title = (OUTCOME_WORDS[job.outcome] || job.outcome) + " \u00b7 " + job.jobId + " \u2014 Pipeline runner";
+  }
+  if (document.title !== title) document.title = title;
+  const icon = "favicon-" + (["running", "success", "partial", "error", "cancelled", "interrupted"].includes(outcome) ? outcome : "idle") + ".svg";
+  const link = $("favicon");
+  if (link.getAttribute("href") !== icon) link.setAttribute("href", icon);
+}
+
+function announce(text) {
+  if (!text || text === app.lastAnnounced) return;
+  app.lastAnnounced = text;
+  $("announcer").textContent = text;
+}
+
+function renderJob() {
+  const job = app.job;
+  if (!job) {
+    $("job-view").hidden = true;
+    $("empty-view").hidden = false;
+    return;
+  }
+  $("job-id").textContent = job.jobId;
+  const pill = $("job-outcome");
+  const word = job.notFound ? "no such job" : OUTCOME_WORDS[job.outcome] || job.outcome;
+  pill.textContent = word;
+  pill.dataset.status = job.notFound ? "unknown" : job.outcome;
+
+  const reason = $("job-reason");
+  let reasonText = null;
+  if (job.notFound) reasonText = "No such job: the runner does not know " + job.jobId + ".";
+  else if (job.loadError) reasonText = "Could not load the job: " + job.loadError;
+  else if (job.outcome === "cancelled") reasonText = job.reason && job.reason !== "cancelled" ? job.reason : "Cancelled on request.";
+  else if (job.reason && job.outcome !== "success") reasonText = job.reason;
+  reason.hidden = reasonText === null;
+  reason.textContent = reasonText || "";
+  reason.dataset.outcome = job.outcome;
+
+  const s = job.summary || {};
+  const parts = [];
+  if (s.started_at) parts.push("started " + formatUtc(s.started_at));
+  const duration = typeof s.duration_ms === "number" ? s.duration_ms : job.pipelineDurationMs;
+  if (job.ended && typeof duration === "number") parts.push(formatDuration(duration));
+  else if (!job.ended && s.started_at) parts.push(formatDuration((app.frozenNow || Date.now()) - Date.parse(s.started_at)) + " so far");
+  parts.push(formatCount(Math.max(job.lastSeq, app.lines ? app.lines.count() : 0)) + " lines");
+  if (typeof s.exit_code === "number") parts.push("exit code " + s.exit_code);
+  $("job-summary").textContent = job.loaded && !job.notFound ? parts.join(" \u00b7 ") : "";
+
+  const cancellable = job.loaded && !job.ended && !job.notFound && (job.outcome === "running" || job.outcome === "queued" || job.outcome === "unknown");
+  $("cancel").hidden = !cancellable;
+  $("download").hidden = !job.loaded || job.notFound;
+  document.querySelector(".terminal-panel").hidden = job.notFound;
+  document.querySelector(".stages-panel").hidden = job.notFound;
+
+  if (job.loaded && !job.notFound) {
+    if (job.ended) announce("Job " + job.jobId + " " + word + (reasonText ? ": " + reasonText : ""));
+    else announce("Job " + job.jobId + " " + word);
   }
 
-  document.addEventListener("DOMContentLoaded", () => {
-    $("run").addEventListener("click", runJob);
-    $("cancel").addEventListener("click", cancelJob);
-    window.addEventListener("hashchange", route);
-    jobsList.start();
-    route();
+  renderStages();
+  renderFailure();
+  renderStageDetail();
+  renderTimeline();
+  const total = app.lines ? app.lines.count() : 0;
+  $("terminal-position").textContent = app.filtered ? formatCount(app.filtered.count()) + " matching lines loaded" : formatCount(total) + " lines";
+}
+
+function renderFailure() {
+  const job = app.job;
+  const failed = orderedStages(job).find((s) => s.status === "error");
+  const box = $("failure");
+  if (!failed || !job.ended) {
+    box.hidden = true;
+    return;
+  }
+  box.hidden = false;
+  $("failure-title").textContent = failed.name + " failed";
+  $("failure-error").textContent = failed.error || "(no error text)";
+}
+
+const stageRows = new Map();
+
+function stageRow(name) {
+  let row = stageRows.get(name);
+  if (row) return row;
+  const li = el("li", "stage");
+  const button = el("button", "stage-button");
+  button.type = "button";
+  button.dataset.stage = name;
+  const icon = el("span", "stage-icon");
+  icon.setAttribute("aria-hidden", "true");
+  const layer = el("span", "stage-layer");
+  const label = el("span", "stage-name", name);
+  const duration = el("span", "stage-duration");
+  const status = el("span", "stage-status");
+  button.append(icon, layer, label, status, duration);
+  button.addEventListener("click", () => selectStage(app.stage === name ? null : name));
+  const track = el("div", "track");
+  track.setAttribute("aria-hidden", "true");
+  const bar = el("div", "bar");
+  const barLabel = el("span", "bar-label");
+  track.append(bar, barLabel);
+  const error = el("p", "stage-error");
+  li.append(button, track, error);
+  row = { li, button, layer, duration, status, track, bar, barLabel, error, announced: null };
+  stageRows.set(name, row);
+  return row;
+}
+
+function renderStages() {
+  const job = app.job;
+  const stages = orderedStages(job);
+  const list = $("stages");
+  const wanted = stages.map((s) => stageRow(s.name).li);
+  const current = [...list.children];
+  if (wanted.length !== current.length || wanted.some((li, i) => li !== current[i])) list.replaceChildren(...wanted);
+  for (const s of stages) {
+    const row = stageRow(s.name);
+    const cls = s.status + (s.notRun ? " not-run" : "");
+    if (row.li.className !== "stage " + cls) {
+      row.li.className = "stage " + cls;
+      row.button.className = "stage-button " + cls;
+    }
+    row.button.dataset.status = s.status;
+    row.button.dataset.history = s.history.join(" ");
+    row.button.setAttribute("aria-pressed", String(app.stage === s.name));
+    row.layer.textContent = s.layer === null ? "" : "L" + s.layer;
+    const duration = formatDuration(s.durationMs);
+    row.duration.textContent = duration;
+    const word = s.notRun ? "did not run" : STAGE_WORDS[s.status] || s.status;
+    row.status.textContent = word;
+    const name = [s.name + ": " + word];
+    if (duration) name.push(duration);
+    if (s.error && s.status !== "complete") name.push(s.error);
+    row.button.setAttribute("aria-label", name.join(", "));
+    row.button.title = name.join(" \u00b7 ");
+    // "cancelled" is already the status word; any other error text shows.
+    const showError = (s.status === "error" || s.status === "cancelled") && s.error && s.error !== "cancelled";
+    row.error.hidden = !showError;
+    row.error.textContent = showError ? s.error : "";
+    if (row.announced !== null && row.announced !== s.status && s.status !== "pending") {
+      announce("Stage " + s.name + " " + word);
+    }
+    row.announced = s.status;
+  }
+  $("no-stages").hidden = stages.length > 0;
+  $("no-stages").textContent = job.ended ? "This job ran no stages." : "No stages yet.";
+}
+
+function renderTimeline() {
+  const job = app.job;
+  if (!job) return;
+  const now = app.frozenNow || Date.now();
+  const t = timeline(job, job.ended ? job.pipelineEnd || now : now);
+  const axis = $("axis");
+  const step = t.span > 1 ? axisStep(t.span) : 0;
+  if (step) {
+    const labels = [];
+    for (let ms = 0; ms <= t.span; ms += step) {
+      const at = (ms / t.span) * 100;
+      const label = el("span", "tick", formatTick(ms, step));
+      label.style.left = at + "%";
+      if (at > 88) label.classList.add("end");
+      labels.push(label);
+    }
+    // Fewer labels when they would collide on a narrow track.
+    const width = axis.clientWidth || 600;
+    const room = Math.max(1, Math.floor(width / 56));
+    const every = Math.ceil(labels.length / room);
+    axis.replaceChildren(...labels.filter((_, i) => i % every === 0));
+  } else {
+    axis.replaceChildren();
+  }
+  for (const s of Object.values(job.stages)) {
+    const row = stageRow(s.name);
+    const bar = t.bars[s.name];
+    if (!bar) {
+      row.bar.hidden = true;
+      row.barLabel.textContent = s.status === "skipped" ? "skipped" : s.notRun ? "did not run" : "";
+      row.barLabel.className = "bar-label";
+      row.barLabel.style.left = "0%";
+      continue;
+    }
+    row.bar.hidden = false;
+    row.bar.style.left = bar.left + "%";
+    row.bar.style.width = bar.width + "%";
+    row.barLabel.textContent = formatDuration(bar.lengthMs);
+    const end = bar.left + bar.width;
+    const place = 100 - end >= 20 ? "after" : bar.left >= 20 ? "before" : "inside";
+    row.barLabel.className = "bar-label " + place;
+    row.barLabel.style.left = (place === "before" ? bar.left : end) + "%";
+  }
+}
+
+function renderStageDetail() {
+  const job = app.job;
+  const box = $("stage-detail");
+  const stage = app.stage !== null ? job.stages[app.stage] : null;
+  if (!stage) {
+    box.hidden = true;
+    return;
+  }
+  box.hidden = false;
+  box.dataset.stage = stage.name;
+  $("stage-detail-title").textContent = stage.name;
+  const fields = [
+    ["status", stage.notRun ? "did not run" : STAGE_WORDS[stage.status] || stage.status],
+    ["layer", stage.layer === null ? "" : String(stage.layer)],
+    ["duration", formatDuration(stage.durationMs)],
+  ];
+  if (stage.error) fields.push(["error", stage.error]);
+  for (const [k, v] of Object.entries(stage.metadata || {})) fields.push([k, formatValue(v)]);
+  const nodes = [];
+  for (const [k, v] of fields) {
+    if (v === "") continue;
+    const dt = el("dt", null, k);
+    const dd = el("dd", null, v);
+    dd.dataset.field = k;
+    nodes.push(dt, dd);
+  }
+  $("stage-detail-fields").replaceChildren(...nodes);
+}
+
+// ---------------------------------------------------------------- jobs list
+
+async function loadList(before = app.list.before || null) {
+  const filter = app.list.filter;
+  try {
+    const answer = await api.listJobs({ limit: LIST_LIMIT, before, status: filter.status, q: filter.q });
+    if (filter !== app.list.filter) return;
+    app.list = reduceList(app.list, { type: "page", answer, before });
+    scheduleRender();
+  } catch (err) {
+    // The banner says when the runner is unreachable; the list stays.
+  }
+}
+
+const listItems = new Map();
+
+function renderList() {
+  const list = $("job-list");
+  const current = app.job ? app.job.jobId : null;
+  const items = app.list.jobs.map((job) => {
+    let item = listItems.get(job.job_id);
+    if (!item) {
+      const li = el("li", "job-item");
+      const a = el("a", "job-link");
+      a.href = "#/jobs/" + encodeURIComponent(job.job_id);
+      a.dataset.job = job.job_id;
+      const name = el("span", "job-name", job.job_id);
+      const pill = el("span", "pill small");
+      const meta = el("span", "job-meta muted");
+      a.append(name, pill, meta);
+      li.appendChild(a);
+      item = { li, a, pill, meta };
+      listItems.set(job.job_id, item);
+    }
+    const outcome = outcomeOf(job);
+    item.pill.textContent = OUTCOME_WORDS[outcome] || outcome;
+    item.pill.dataset.status = outcome;
+    const meta = [formatUtc(job.started_at)];
+    if (typeof job.duration_ms === "number") meta.push(formatDuration(job.duration_ms));
+    // The open job's count is the live one; the others move with their state.
+    const lines = job.job_id === current && app.job ? Math.max(job.lines || 0, app.job.lastSeq) : job.lines;
+    if (typeof lines === "number") meta.push(formatCount(lines) + " lines");
+    item.meta.textContent = meta.filter(Boolean).join(" \u00b7 ");
+    item.a.classList.toggle("selected", job.job_id === current);
+    if (job.job_id === current) item.a.setAttribute("aria-current", "page");
+    else item.a.removeAttribute("aria-current");
+    return item.li;
   });
-})();
+  const children = [...list.children];
+  if (items.length !== children.length || items.some((li, i) => li !== children[i])) list.replaceChildren(...items);
+  $("no-jobs").hidden = items.length > 0;
+  const f = app.list.filter;
+  $("no-jobs").textContent = f.q || f.status ? "No jobs match." : "No jobs yet. Press Run to start one.";
+  $("jobs-total").textContent = "(" + formatCount(app.list.total) + ")";
+  $("jobs-older").disabled = !app.list.nextBefore;
+  $("jobs-newer").disabled = !app.list.cursors.length;
+}
+
+let filterTimer = null;
+function listFilterChanged() {
+  clearTimeout(filterTimer);
+  filterTimer = setTimeout(() => {
+    app.list = reduceList(app.list, { type: "filter", filter: { q: $("jobs-q").value.trim(), status: $("jobs-status").value } });
+    loadList(null);
+  }, 200);
+}
+
+// ---------------------------------------------------------------- actions
+
+async function runJob() {
+  const button = $("run");
+  const errorLine = $("run-error");
+  button.disabled = true;
+  errorLine.hidden = true;
+  try {
+    const id = await api.createJob();
+    location.hash = "#/jobs/" + encodeURIComponent(id);
+    loadList(null);
+  } catch (err) {
+    errorLine.textContent = "Could not start a job: " + err.message;
+    errorLine.hidden = false;
+  } finally {
+    button.disabled = false;
+    // Keep the keyboard where it was: on Run.
+    button.focus();
+  }
+}
+
+function askCancel() {
+  if (!app.job) return;
+  $("confirm-text").textContent = "Job " + app.job.jobId + " will be stopped; its running stages end as cancelled.";
+  $("confirm-cancel").showModal();
+  $("confirm-keep").focus();
+}
+
+async function confirmCancel() {
+  const dialog = $("confirm-cancel");
+  dialog.close();
+  if (!app.job) return;
+  const button = $("cancel");
+  button.disabled = true;
+  try {
+    await api.cancelJob(app.job.jobId);
+    announce("Cancelling job " + app.job.jobId);
+  } catch (err) {
+    $("run-error").textContent = "Could not cancel: " + err.message;
+    $("run-error").hidden = false;
+  } finally {
+    button.disabled = false;
+    button.focus();
+  }
+}
+
+// ---------------------------------------------------------------- start
+
+function start() {
+  $("run").addEventListener("click", runJob);
+  $("cancel").addEventListener("click", askCancel);
+  $("confirm-keep").addEventListener("click", () => $("confirm-cancel").close());
+  $("confirm-yes").addEventListener("click", confirmCancel);
+  $("stage-detail-close").addEventListener("click", () => selectStage(null));
+  $("level").addEventListener("change", () => {
+    app.level = $("level").value;
+    applyFilters();
+    scheduleRender();
+  });
+  $("search").addEventListener("submit", (e) => {
+    e.preventDefault();
+    if (app.search.q && app.search.q === $("search-q").value) moveMatch(1);
+    else runSearch();
+  });
+  $("search-next").addEventListener("click", () => (app.search.q === $("search-q").value ? moveMatch(1) : runSearch()));
+  $("search-prev").addEventListener("click", () => moveMatch(-1));
+  $("jobs-q").addEventListener("input", listFilterChanged);
+  $("jobs-status").addEventListener("change", listFilterChanged);
+  $("jobs-older").addEventListener("click", () => {
+    if (!app.list.nextBefore) return;
+    app.list = { ...app.list, cursors: [...app.list.cursors, app.list.before || null] };
+    loadList(app.list.nextBefore);
+  });
+  $("jobs-newer").addEventListener("click", () => {
+    const cursors = app.list.cursors.slice();
+    const before = cursors.pop();
+    app.list = { ...app.list, cursors };
+    loadList(before === undefined ? null : before);
+  });
+  // On a phone the job comes first and the list starts folded.
+  if (window.matchMedia("(max-width: 700px)").matches && parseRoute()) $("jobs-box").open = false;
+  window.addEventListener("hashchange", route);
+  stream.watchJobs(true);
+  loadList(null);
+  route();
+}
+
+start();
