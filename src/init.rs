@@ -51,7 +51,10 @@ impl Config {
     /// filters globally: an event that `LOG_LEVEL` hides costs about what it
     /// costs with no subscriber at all. To add other layers, build your own
     /// subscriber with [`Config::layer`] instead.
-    pub fn subscriber<W>(&self, make_writer: W) -> impl Subscriber + for<'a> LookupSpan<'a> + Send + Sync
+    pub fn subscriber<W>(
+        &self,
+        make_writer: W,
+    ) -> impl Subscriber + for<'a> LookupSpan<'a> + Send + Sync
     where
         W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
     {

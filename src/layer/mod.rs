@@ -715,22 +715,21 @@ where
             return;
         }
         let Some(span) = ctx.span(&id) else { return };
-        // Taking the state out frees it with the span's last line.
+        // Taking the state out frees it with the span's last line. One
+        // layer is the common case: one removal, nothing put back.
         let state = {
             let mut ext = span.extensions_mut();
-            match ext.get_mut::<States>() {
-                None => return,
-                // The common case: one layer, one removal.
-                Some(all) if all.is_only(self.key) => {
-                    ext.remove::<States>().and_then(States::into_only)
+            let Some(mut all) = ext.remove::<States>() else {
+                return;
+            };
+            if all.is_only(self.key) {
+                all.into_only()
+            } else {
+                let (state, none_left) = all.remove(self.key);
+                if !none_left {
+                    ext.insert(all);
                 }
-                Some(all) => {
-                    let (state, none_left) = all.remove(self.key);
-                    if none_left {
-                        ext.remove::<States>();
-                    }
-                    state
-                }
+                state
             }
         };
         let Some(mut state) = state else { return };
@@ -739,7 +738,7 @@ where
         } else if state.cancelled() {
             state.fail(crate::stage::CANCELLED.to_owned());
         }
-        guarded(|scratch| match state {
+        guarded(|scratch| match &mut state {
             SpanState::Plain(_) => {}
             SpanState::Stage(s) => {
                 if s.started.is_none() && !s.skipped {
@@ -769,10 +768,10 @@ where
                     });
                 }
             }
-            SpanState::Pipeline(mut p) => {
+            SpanState::Pipeline(p) => {
                 let Some(started) = p.started else { return };
                 if p.announce() {
-                    self.emit_lifecycle(&mut scratch.line, &pipeline_start(&p));
+                    self.emit_lifecycle(&mut scratch.line, &pipeline_start(p));
                 }
                 self.emit_lifecycle(
                     &mut scratch.line,

@@ -2,7 +2,7 @@
 //!
 //! A child's output is read as bytes and cut into lines by [`LineSplitter`]
 //! (so invalid UTF-8 or a missing final newline cannot stop the stream), and
-//! each line is then classified by [`classify`], as SPEC section 7 says:
+//! each line is then classified by [`classify`]:
 //!
 //! * a stdout line that is a JSON object with a string `event` field is a
 //!   structured event and is forwarded exactly as the child wrote it;
