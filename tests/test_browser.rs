@@ -556,6 +556,14 @@ async fn failing_commands_and_unknown_jobs_say_why() -> Result<()> {
         let client = &browser.client;
         run_job_from_page(client, &exits.base_url).await?;
         wait_finished(client).await?;
+        // The terminal fills in after the job's end shows: wait for its line.
+        wait_js(
+            client,
+            "return [...document.querySelectorAll('#terminal .line:not(.placeholder)')].some((l) => l.textContent.includes('about to fail'))",
+            UI_TIMEOUT,
+            "the job's output line in the terminal",
+        )
+        .await?;
         let exited = read_page(client).await?;
         run_job_from_page(client, &missing.base_url).await?;
         wait_finished(client).await?;
