@@ -355,7 +355,8 @@ impl SpanState {
         }
     }
 
-    /// Applies fields recorded after creation (`Span::record`). The identity
+    /// Applies fields recorded after creation (`Span::record`), taking them
+    /// out of `fields` (whose buffers the caller may reuse). The identity
     /// (`layer`, `layer_name`, a pipeline's `job_id`) is frozen once the span
     /// has been entered, so that its start and terminal lines agree: a later
     /// change is not applied, and reported.
@@ -364,7 +365,7 @@ impl SpanState {
     /// and whether a pending `pipeline_start` is due now (its job id came).
     pub(crate) fn record(
         &mut self,
-        fields: SpanFields,
+        fields: &mut SpanFields,
     ) -> (LateIdentity, Option<FieldValue>, bool) {
         let mut late = LateIdentity::None;
         let mut bad = None;
@@ -373,7 +374,7 @@ impl SpanState {
             SpanState::Plain(_) => {}
             SpanState::Stage(s) => {
                 let frozen = s.started.is_some();
-                if let Some(value) = fields.layer {
+                if let Some(value) = fields.layer.take() {
                     match LayerNumber::from_field(&value) {
                         Some(n) if s.layer == Some(n) => {}
                         Some(_) if frozen => late = LateIdentity::Layer,
@@ -381,7 +382,7 @@ impl SpanState {
                         None => bad = Some(value),
                     }
                 }
-                if let Some(name) = fields.layer_name {
+                if let Some(name) = fields.layer_name.take() {
                     if frozen {
                         if name != s.name {
                             late = LateIdentity::LayerName;
@@ -390,18 +391,18 @@ impl SpanState {
                         s.name = Cow::Owned(name);
                     }
                 }
-                if let Some(v) = fields.skipped {
+                if let Some(v) = fields.skipped.take() {
                     s.skipped = v;
                 }
-                if let Some(e) = fields.error {
+                if let Some(e) = fields.error.take() {
                     s.error = Some(e);
                 }
-                for (name, value) in fields.metadata {
+                for (name, value) in fields.metadata.drain(..) {
                     upsert(&mut s.metadata, name, value);
                 }
             }
             SpanState::Pipeline(p) => {
-                if let Some(job) = fields.job_id {
+                if let Some(job) = fields.job_id.take() {
                     if p.announced {
                         if p.scope.job_id.as_deref() != Some(job.as_str()) {
                             late = LateIdentity::JobId;
@@ -411,10 +412,10 @@ impl SpanState {
                         announce = p.announce();
                     }
                 }
-                if let Some(e) = fields.error {
+                if let Some(e) = fields.error.take() {
                     p.error = Some(e);
                 }
-                for (name, value) in fields.metadata {
+                for (name, value) in fields.metadata.drain(..) {
                     upsert(&mut p.metadata, name, value);
                 }
             }
@@ -575,13 +576,13 @@ mod tests {
             layer_name: Some(n.into()),
             ..SpanFields::default()
         };
-        assert_eq!(s.record(late_name("before")).0, LateIdentity::None);
+        assert_eq!(s.record(&mut late_name("before")).0, LateIdentity::None);
         assert_eq!(name(&s), "before");
         s.enter(Instant::now());
-        assert_eq!(s.record(late_name("after")).0, LateIdentity::LayerName);
+        assert_eq!(s.record(&mut late_name("after")).0, LateIdentity::LayerName);
         assert_eq!(name(&s), "before");
         // Recording the same name again is no change.
-        assert_eq!(s.record(late_name("before")).0, LateIdentity::None);
+        assert_eq!(s.record(&mut late_name("before")).0, LateIdentity::None);
     }
 
     #[test]
@@ -596,9 +597,9 @@ mod tests {
             job_id: Some(j.into()),
             ..SpanFields::default()
         };
-        p.record(job("a"));
+        p.record(&mut job("a"));
         assert_eq!(p.enter(Instant::now()), FirstEnter::Start);
-        assert_eq!(p.record(job("b")).0, LateIdentity::JobId);
+        assert_eq!(p.record(&mut job("b")).0, LateIdentity::JobId);
         assert_eq!(p.scope().job_id.as_deref(), Some("a"));
     }
 
@@ -615,7 +616,7 @@ mod tests {
             job_id: Some("j".into()),
             ..SpanFields::default()
         };
-        let (late, _, announce) = p.record(job);
+        let (late, _, announce) = p.record(&mut { job });
         assert_eq!(late, LateIdentity::None);
         assert!(announce, "the start is due now");
         assert_eq!(p.scope().job_id.as_deref(), Some("j"));
