@@ -231,6 +231,14 @@ pub struct PipelineEvent {
     /// `layer_error` and a failed `pipeline_complete`: the error's text.
     #[serde(default)]
     pub error: Option<String>,
+    /// The OpenTelemetry trace of the line's span: 32 lowercase hex digits
+    /// (present when `tracing-opentelemetry` tracks the span; feature `otel`).
+    #[serde(default)]
+    pub trace_id: Option<String>,
+    /// The OpenTelemetry span id of the line's span (a `log` line: its
+    /// innermost span): 16 lowercase hex digits.
+    #[serde(default)]
+    pub span_id: Option<String>,
     /// The span's (or event's) other fields, with their JSON types.
     #[serde(default)]
     pub metadata: Option<Map<String, Value>>,
@@ -251,6 +259,8 @@ impl PipelineEvent {
             status: None,
             duration_ms: None,
             error: None,
+            trace_id: None,
+            span_id: None,
             metadata: None,
         }
     }
@@ -310,6 +320,8 @@ impl Serialize for PipelineEvent {
             opt!("duration_ms", self.duration_ms);
             opt!("error", self.error);
         }
+        opt!("trace_id", self.trace_id);
+        opt!("span_id", self.span_id);
         opt!("metadata", self.metadata);
         map.end()
     }
@@ -345,6 +357,13 @@ mod tests {
         assert_eq!(
             e.to_line(),
             r#"{"timestamp":"2025-11-29T10:30:45.123Z","event":"layer_error","layer":2.5,"layer_name":"star_selector","job_id":"j","status":"error","error":"boom"}"#
+        );
+        e.trace_id = Some("0af7651916cd43dd8448eb211c80319c".into());
+        e.span_id = Some("b7ad6b7169203331".into());
+        e.metadata = Some(serde_json::from_str(r#"{"k":1}"#).unwrap());
+        assert_eq!(
+            e.to_line(),
+            r#"{"timestamp":"2025-11-29T10:30:45.123Z","event":"layer_error","layer":2.5,"layer_name":"star_selector","job_id":"j","status":"error","error":"boom","trace_id":"0af7651916cd43dd8448eb211c80319c","span_id":"b7ad6b7169203331","metadata":{"k":1}}"#
         );
         let back: PipelineEvent = e.to_line().parse().unwrap();
         assert_eq!(back, e);

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use super::fields::{
     write_f64, write_human_text, write_i64, write_json_str, write_u64, Adapter, FieldValue,
 };
+use super::ids::SpanIds;
 use super::state::{LayerNumber, StageCounts};
 use crate::event::{EventKind, Status};
 
@@ -29,6 +30,8 @@ pub(crate) struct Lifecycle<'a> {
     /// `pipeline_complete`: how its stages ended. These keys win over
     /// pipeline fields of the same names.
     pub(crate) counts: Option<StageCounts>,
+    /// The span's OpenTelemetry ids (feature `otel`).
+    pub(crate) ids: Option<SpanIds>,
 }
 
 /// A `log` event, its message and metadata already rendered by the visitor.
@@ -44,6 +47,8 @@ pub(crate) struct LogLine<'a> {
     /// JSON: `,"k":v,...` (a leading comma); human: ` k=v ...`. Empty: no
     /// metadata.
     pub(crate) metadata: &'a [u8],
+    /// The OpenTelemetry ids of the innermost span around the event.
+    pub(crate) ids: Option<SpanIds>,
 }
 
 fn two(buf: &mut Vec<u8>, v: u8) {
@@ -165,6 +170,20 @@ fn head(buf: &mut Vec<u8>, now: SystemTime, kind: EventKind) {
     buf.push(b'"');
 }
 
+/// `,"trace_id":"…","span_id":"…"`: the last keys before `metadata`.
+fn ids_entries(buf: &mut Vec<u8>, ids: Option<SpanIds>) {
+    if let Some(ids) = ids {
+        buf.extend_from_slice(key!("trace_id"));
+        buf.push(b'"');
+        buf.extend_from_slice(&ids.trace_hex());
+        buf.push(b'"');
+        buf.extend_from_slice(key!("span_id"));
+        buf.push(b'"');
+        buf.extend_from_slice(&ids.span_hex());
+        buf.push(b'"');
+    }
+}
+
 /// The keys of a pipeline's stage counts in `pipeline_complete` metadata.
 const COUNT_KEYS: [&str; 3] = ["layers_completed", "layers_failed", "layers_skipped"];
 
@@ -188,6 +207,7 @@ pub(crate) fn lifecycle_json(buf: &mut Vec<u8>, now: SystemTime, e: &Lifecycle<'
         write_u64(buf, d);
     }
     str_entry(buf, key!("error"), e.error);
+    ids_entries(buf, e.ids);
     if !e.metadata.is_empty() || e.counts.is_some() {
         buf.extend_from_slice(key!("metadata"));
         buf.push(b'{');
@@ -241,6 +261,7 @@ pub(crate) fn log_json(buf: &mut Vec<u8>, now: SystemTime, e: &LogLine<'_>) {
         write_layer(buf, n);
     }
     str_entry(buf, key!("layer_name"), e.layer_name);
+    ids_entries(buf, e.ids);
     if !e.metadata.is_empty() {
         buf.extend_from_slice(key!("metadata"));
         buf.push(b'{');
@@ -464,11 +485,61 @@ mod tests {
                 error: None,
                 metadata: &metadata,
                 counts: None,
+                ids: None,
             },
         );
         assert_eq!(
             std::str::from_utf8(&buf).unwrap(),
             "{\"timestamp\":\"1970-01-01T00:00:00.000Z\",\"event\":\"layer_complete\",\"layer\":2.5,\"layer_name\":\"star\\\"selector\",\"job_id\":\"j\",\"status\":\"success\",\"duration_ms\":12,\"metadata\":{\"fit_score\":85}}\n"
+        );
+    }
+
+    #[test]
+    fn ids_are_the_last_keys_before_metadata() {
+        let ids = Some(SpanIds {
+            trace_id: 0x0af7651916cd43dd8448eb211c80319c_u128.to_be_bytes(),
+            span_id: 0xb7ad6b7169203331_u64.to_be_bytes(),
+        });
+        let metadata = [("tokens_used", FieldValue::I64(7))];
+        let mut buf = Vec::new();
+        lifecycle_json(
+            &mut buf,
+            UNIX_EPOCH,
+            &Lifecycle {
+                kind: EventKind::LayerError,
+                layer: Some(LayerNumber::Int(3)),
+                layer_name: Some("s"),
+                job_id: Some("j"),
+                status: Some(Status::Error),
+                duration_ms: Some(1),
+                error: Some("boom"),
+                metadata: &metadata,
+                counts: None,
+                ids,
+            },
+        );
+        assert_eq!(
+            std::str::from_utf8(&buf).unwrap(),
+            "{\"timestamp\":\"1970-01-01T00:00:00.000Z\",\"event\":\"layer_error\",\"layer\":3,\"layer_name\":\"s\",\"job_id\":\"j\",\"status\":\"error\",\"duration_ms\":1,\"error\":\"boom\",\"trace_id\":\"0af7651916cd43dd8448eb211c80319c\",\"span_id\":\"b7ad6b7169203331\",\"metadata\":{\"tokens_used\":7}}\n"
+        );
+        buf.clear();
+        log_json(
+            &mut buf,
+            UNIX_EPOCH,
+            &LogLine {
+                level: tracing::Level::INFO,
+                target: "t",
+                message: b"\"m\"",
+                job_id: Some("j"),
+                layer: Some(LayerNumber::Int(3)),
+                layer_name: Some("s"),
+                metadata: b",\"k\":1",
+                ids,
+            },
+        );
+        assert_eq!(
+            std::str::from_utf8(&buf).unwrap(),
+            "{\"timestamp\":\"1970-01-01T00:00:00.000Z\",\"event\":\"log\",\"level\":\"info\",\"target\":\"t\",\"message\":\"m\",\"job_id\":\"j\",\"layer\":3,\"layer_name\":\"s\",\"trace_id\":\"0af7651916cd43dd8448eb211c80319c\",\"span_id\":\"b7ad6b7169203331\",\"metadata\":{\"k\":1}}\n"
         );
     }
 }

@@ -21,6 +21,7 @@
 
 mod diag;
 mod fields;
+mod ids;
 mod line;
 mod output;
 pub(crate) mod panic;
@@ -45,6 +46,7 @@ use tracing_subscriber::registry::{LookupSpan, SpanRef};
 use crate::config::Format;
 use crate::event::EventKind;
 use fields::{EventFields, SpanFields};
+use ids::{IdSource, SpanIds};
 use line::{Lifecycle, LogLine};
 use output::Output;
 
@@ -109,6 +111,8 @@ pub struct PipelineLayer<W = fn() -> io::Stdout> {
     /// The most verbose level the filters inside the subscriber this layer
     /// was added to let through (`LEVEL_UNKNOWN`: no hint).
     max_level: AtomicU8,
+    /// Where `trace_id`/`span_id` come from (feature `otel`; empty without).
+    ids: IdSource,
 }
 
 const LEVEL_UNKNOWN: u8 = u8::MAX;
@@ -144,6 +148,7 @@ impl PipelineLayer {
             key: next_key(),
             output: Output::default(),
             max_level: AtomicU8::new(LEVEL_UNKNOWN),
+            ids: IdSource::new(),
         }
     }
 }
@@ -194,6 +199,7 @@ impl<W> PipelineLayer<W> {
             key: self.key,
             output: self.output,
             max_level: self.max_level,
+            ids: self.ids,
         }
     }
 
@@ -326,6 +332,42 @@ where
         }
     }
 
+    /// The OpenTelemetry ids of `span`: cached in its state after the first
+    /// look-up. Must be called with no lock on the span's extensions held.
+    fn span_ids<S>(&self, span: &SpanRef<'_, S>) -> Option<SpanIds>
+    where
+        S: for<'a> LookupSpan<'a>,
+    {
+        if !cfg!(feature = "otel") {
+            return None;
+        }
+        match with_state(span, self.key, |s| s.ids().get()) {
+            Some(Some(cached)) => cached,
+            Some(None) => {
+                let found = self.ids.lookup(&span.id());
+                with_state(span, self.key, |s| s.ids().set(found));
+                found
+            }
+            None => None,
+        }
+    }
+
+    /// Looks up the ids of a stage that may close without ever being
+    /// entered (it is skipped): when the OpenTelemetry layer comes first in
+    /// the subscriber, it forgets the span before this layer hears of the
+    /// close. Only an answer is cached; none may mean "not yet".
+    fn prefetch_ids<S>(&self, span: &SpanRef<'_, S>)
+    where
+        S: for<'a> LookupSpan<'a>,
+    {
+        if !cfg!(feature = "otel") {
+            return;
+        }
+        if let Some(found) = self.ids.lookup(&span.id()) {
+            with_state(span, self.key, |s| s.ids().set(Some(found)));
+        }
+    }
+
     /// Warns once when the subscriber's filters cannot let this pipeline or
     /// stage span through.
     fn check_hidden(&self, meta: &Metadata<'_>) {
@@ -378,6 +420,7 @@ fn pipeline_start(p: &Pipeline) -> Lifecycle<'_> {
         error: None,
         metadata: &p.metadata,
         counts: None,
+        ids: p.ids.get().flatten(),
     }
 }
 
@@ -431,6 +474,11 @@ where
         }
     }
 
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        // Kept weak: the dispatch owns this layer.
+        self.ids.register(subscriber);
+    }
+
     fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
         // Asked for spans too: that is how `EnvFilter` learns the span
         // callsites its span-based directives (`[stage]=debug`) match. Its
@@ -479,10 +527,16 @@ where
         if let Some(value) = bad_layer {
             diag::bad_layer_value(&value);
         }
-        let mut ext = span.extensions_mut();
-        match ext.get_mut::<States>() {
-            Some(all) => all.insert(self.key, state),
-            None => ext.insert(States::One(self.key, state)),
+        let skipped = matches!(&state, SpanState::Stage(s) if s.skipped);
+        {
+            let mut ext = span.extensions_mut();
+            match ext.get_mut::<States>() {
+                Some(all) => all.insert(self.key, state),
+                None => ext.insert(States::One(self.key, state)),
+            }
+        }
+        if skipped {
+            guarded(|_| self.prefetch_ids(&span));
         }
     }
 
@@ -505,16 +559,20 @@ where
         };
         values.record(&mut fields);
         let recorded = with_state_mut(&span, self.key, |s| {
+            let skip_before_enter = fields.skipped == Some(true) && s.awaits_first_enter();
             let (late, bad_layer, announce) = s.record(&mut fields);
             if let (true, SpanState::Pipeline(p)) = (announce, &*s) {
                 // The job id came after the first enter: the start now.
                 guarded(|scratch| self.emit_lifecycle(&mut scratch.line, &pipeline_start(p)));
             }
-            (late, bad_layer)
+            (late, bad_layer, skip_before_enter)
         });
         fields.metadata.clear();
         let _ = RECORDED.try_with(|r| r.set(fields.metadata));
-        if let Some((late, bad_layer)) = recorded {
+        if let Some((late, bad_layer, skip_before_enter)) = recorded {
+            if skip_before_enter {
+                guarded(|_| self.prefetch_ids(&span));
+            }
             report_late(late, span.name());
             if let Some(value) = bad_layer {
                 diag::bad_layer_value(&value);
@@ -546,6 +604,8 @@ where
         guarded(|scratch| {
             let late_job_id =
                 pipeline.and_then(|p| self.pipeline_job_id(&mut scratch.line, &ctx, &p));
+            // Looked up before the state is locked; cached for later lines.
+            let ids = self.span_ids(&span);
             let mut ext = span.extensions_mut();
             let Some(state) = ext
                 .get_mut::<States>()
@@ -577,6 +637,7 @@ where
                         error: None,
                         metadata: &[],
                         counts: None,
+                        ids,
                     }
                 }
                 SpanState::Pipeline(p) => pipeline_start(p),
@@ -625,6 +686,10 @@ where
             drop(visitor);
 
             let span = ctx.event_span(event);
+            let ids = match log {
+                true => span.as_ref().and_then(|s| self.span_ids(s)),
+                false => None,
+            };
             if is_error {
                 // Charged to the innermost stage or pipeline around it.
                 let owner = span
@@ -702,6 +767,7 @@ where
                     layer: stage.and_then(|s| s.layer),
                     layer_name: stage.map(|s| &*s.name),
                     metadata,
+                    ids,
                 };
                 buf.clear();
                 let now = SystemTime::now();
@@ -724,6 +790,10 @@ where
             return;
         }
         let Some(span) = ctx.span(&id) else { return };
+        if SpanKind::of(span.metadata()) != SpanKind::Plain {
+            // A stage skipped before it was ever entered has not asked yet.
+            let _ = self.span_ids(&span);
+        }
         // Taking the state out frees it with the span's last line. One
         // layer is the common case: one removal, nothing put back.
         let state = {
@@ -767,6 +837,7 @@ where
                         error: s.error.as_deref().filter(|_| kind == EventKind::LayerError),
                         metadata: &s.metadata,
                         counts: None,
+                        ids: s.ids.get().flatten(),
                     },
                 );
                 if let Some(pipeline) = s.scope.pipeline.as_ref().and_then(|p| ctx.span(p)) {
@@ -794,6 +865,7 @@ where
                         error: p.error.as_deref(),
                         metadata: &p.metadata,
                         counts: Some(p.counts),
+                        ids: p.ids.get().flatten(),
                     },
                 );
             }

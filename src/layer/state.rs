@@ -19,6 +19,7 @@ use tracing::span::Id;
 use tracing::Metadata;
 
 use super::fields::{upsert, FieldValue, SpanFields};
+use super::ids::IdCell;
 use crate::event::{EventKind, Status};
 
 /// What a span is to the pipeline.
@@ -185,6 +186,8 @@ pub(crate) struct Stage {
     pub(crate) skipped: bool,
     /// Its future was dropped before it finished (`StageExt::stage`).
     pub(crate) cancelled: bool,
+    /// Its OpenTelemetry ids, once looked up.
+    pub(crate) ids: IdCell,
 }
 
 /// The state of a pipeline span.
@@ -203,12 +206,14 @@ pub(crate) struct Pipeline {
     /// Its future was dropped before it finished (`StageExt::stage`).
     pub(crate) cancelled: bool,
     pub(crate) counts: StageCounts,
+    pub(crate) ids: IdCell,
 }
 
 /// A plain span: context only.
 #[derive(Debug)]
 pub(crate) struct Plain {
     pub(crate) scope: Scope,
+    pub(crate) ids: IdCell,
 }
 
 /// What the layer keeps for one span.
@@ -241,7 +246,13 @@ impl SpanState {
         scope: Scope,
     ) -> (SpanState, Option<FieldValue>) {
         match kind {
-            SpanKind::Plain => (SpanState::Plain(Plain { scope }), None),
+            SpanKind::Plain => (
+                SpanState::Plain(Plain {
+                    scope,
+                    ids: IdCell::new(),
+                }),
+                None,
+            ),
             SpanKind::Stage => {
                 let layer = fields.layer.as_ref().and_then(LayerNumber::from_field);
                 let bad = fields.layer.filter(|_| layer.is_none());
@@ -257,6 +268,7 @@ impl SpanState {
                     error: fields.error,
                     skipped: fields.skipped.unwrap_or(false),
                     cancelled: false,
+                    ids: IdCell::new(),
                 };
                 (SpanState::Stage(stage), bad)
             }
@@ -273,6 +285,7 @@ impl SpanState {
                     cancelled: false,
                     announced: false,
                     counts: StageCounts::default(),
+                    ids: IdCell::new(),
                 };
                 (SpanState::Pipeline(pipeline), None)
             }
@@ -284,6 +297,15 @@ impl SpanState {
             SpanState::Plain(p) => &p.scope,
             SpanState::Stage(s) => &s.scope,
             SpanState::Pipeline(p) => &p.scope,
+        }
+    }
+
+    /// The span's OpenTelemetry ids, once looked up.
+    pub(crate) fn ids(&self) -> &IdCell {
+        match self {
+            SpanState::Plain(p) => &p.ids,
+            SpanState::Stage(s) => &s.ids,
+            SpanState::Pipeline(p) => &p.ids,
         }
     }
 
