@@ -7,8 +7,17 @@
 //! `tracing_subscriber::fmt().init()` does: the `log` records of your
 //! dependencies become `log` lines with their real target, inside the stage
 //! that was running.
+//!
+//! With the `otel` feature, when the environment names an OTLP endpoint or
+//! turns LangSmith on, they also add `tracing-opentelemetry` with an OTLP
+//! exporter after the layer (so the layer sets each span's outcome before
+//! it is exported). [`init_guarded`] returns a [`FlushGuard`] that sends the
+//! last spans when it is dropped; [`init`] instead flushes when the
+//! outermost pipeline span closes. Either waits at most
+//! [`FLUSH_TIMEOUT`].
 
 use std::io::{IsTerminal as _, Write as _};
+use std::time::Duration;
 
 use tracing::Subscriber;
 use tracing_subscriber::filter::LevelFilter;
@@ -31,6 +40,70 @@ pub enum InitError {
     /// but `log` records do not reach it.
     #[error("a `log` logger is already installed, so `log` records do not reach the layer: {0}")]
     LogLoggerInstalled(#[from] tracing_log::log::SetLoggerError),
+}
+
+/// The longest the program waits for its last spans to be sent, at the end
+/// of the outermost pipeline span ([`init`]) or when the [`FlushGuard`] is
+/// dropped; after that they are counted as lost. The pipeline itself never
+/// waits for the export.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Returned by [`init_guarded`]: keep it until the end of `main`. Dropping
+/// it sends the spans still queued and stops the export, waiting at most
+/// [`FLUSH_TIMEOUT`], then reports on stderr how many spans were lost, if
+/// any. Without the `otel` feature, or when nothing is exported, it does
+/// nothing.
+///
+/// ```no_run
+/// let _guard = tracing_pipeline::init_guarded();
+/// // ... run the pipeline; at the end of `main` the last spans are sent.
+/// ```
+#[must_use = "dropping the guard ends the export: keep it until the end of main"]
+pub struct FlushGuard {
+    #[cfg(feature = "otel")]
+    exporting: Option<std::sync::Arc<crate::otel::Exporting>>,
+}
+
+impl std::fmt::Debug for FlushGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlushGuard")
+            .field("exporting", &self.is_exporting())
+            .finish()
+    }
+}
+
+impl FlushGuard {
+    fn none() -> Self {
+        FlushGuard {
+            #[cfg(feature = "otel")]
+            exporting: None,
+        }
+    }
+
+    /// Whether spans are being exported.
+    pub fn is_exporting(&self) -> bool {
+        #[cfg(feature = "otel")]
+        return self.exporting.is_some();
+        #[cfg(not(feature = "otel"))]
+        false
+    }
+
+    /// Sends the spans queued so far, waiting at most [`FLUSH_TIMEOUT`].
+    pub fn flush(&self) {
+        #[cfg(feature = "otel")]
+        if let Some(e) = &self.exporting {
+            e.flush();
+        }
+    }
+}
+
+impl Drop for FlushGuard {
+    fn drop(&mut self) {
+        #[cfg(feature = "otel")]
+        if let Some(e) = self.exporting.take() {
+            e.shutdown(FLUSH_TIMEOUT);
+        }
+    }
 }
 
 impl Config {
@@ -62,11 +135,25 @@ impl Config {
     }
 
     /// Installs [`Config::subscriber`] on stdout as the global subscriber,
-    /// with the panic hook, and bridges the `log` crate into it. Prints
-    /// nothing.
+    /// with the panic hook, and bridges the `log` crate into it; with the
+    /// `otel` feature and an export configured, adds the OpenTelemetry
+    /// export, flushed when the outermost pipeline span closes. Prints
+    /// nothing but problems of the export (one stderr line each).
     pub fn try_init(&self) -> Result<(), InitError> {
+        // The export lives as long as the global subscriber: forever.
+        std::mem::forget(self.install(false)?);
+        Ok(())
+    }
+
+    /// Like [`Config::try_init`], with the export flushed and stopped when
+    /// the returned guard is dropped instead of at each pipeline's end.
+    pub fn try_init_guarded(&self) -> Result<FlushGuard, InitError> {
+        self.install(true)
+    }
+
+    fn install(&self, guarded: bool) -> Result<FlushGuard, InitError> {
         crate::layer::panic::install_hook();
-        self.subscriber(std::io::stdout).try_init()?;
+        let guard = self.install_subscriber(guarded)?;
         // `log` records are events, never spans: the bridge may skip what
         // `LOG_LEVEL` filters out (ERROR always passes, for attribution).
         let most_verbose = self
@@ -77,7 +164,45 @@ impl Config {
         tracing_log::LogTracer::builder()
             .with_max_level(tracing_log::AsLog::as_log(&most_verbose))
             .init()?;
-        Ok(())
+        Ok(guard)
+    }
+
+    #[cfg(not(feature = "otel"))]
+    fn install_subscriber(&self, _guarded: bool) -> Result<FlushGuard, InitError> {
+        self.subscriber(std::io::stdout).try_init()?;
+        Ok(FlushGuard::none())
+    }
+
+    #[cfg(feature = "otel")]
+    fn install_subscriber(&self, guarded: bool) -> Result<FlushGuard, InitError> {
+        use std::sync::Arc;
+
+        let mut problems = Vec::new();
+        let installed = crate::otel::install(&self.otel, &mut problems);
+        let mut stderr = std::io::stderr().lock();
+        for p in &problems {
+            let _ = writeln!(stderr, "{p}");
+        }
+        drop(stderr);
+        let Some((tracer, exporting)) = installed else {
+            self.subscriber(std::io::stdout).try_init()?;
+            return Ok(FlushGuard::none());
+        };
+        let exporting = Arc::new(exporting);
+        let flush_at_end =
+            (!guarded).then(|| crate::otel::FlushAtPipelineEnd(Arc::clone(&exporting)));
+        let subscriber = tracing_subscriber::registry()
+            .with(self.layer().with_writer(std::io::stdout).sole())
+            .with(crate::otel::QuietExportThreads)
+            .with(tracing_opentelemetry::layer().with_tracer(tracer))
+            .with(flush_at_end);
+        if let Err(e) = subscriber.try_init() {
+            exporting.shutdown(Duration::ZERO);
+            return Err(e.into());
+        }
+        Ok(FlushGuard {
+            exporting: Some(exporting),
+        })
     }
 }
 
@@ -107,17 +232,54 @@ pub fn init() {
 /// Like [`init`], but returns an error when a global subscriber (or a `log`
 /// logger) is already installed.
 pub fn try_init() -> Result<(), InitError> {
+    env_config().try_init()
+}
+
+/// Like [`init`], and returns a [`FlushGuard`]: keep it until the end of
+/// `main`, so that the spans of the last pipeline are sent before the
+/// program exits (waiting at most [`FLUSH_TIMEOUT`]). Without the `otel`
+/// feature it is [`init`].
+///
+/// # Panics
+///
+/// As [`init`].
+pub fn init_guarded() -> FlushGuard {
+    match try_init_guarded() {
+        Ok(guard) => guard,
+        Err(e @ InitError::LogLoggerInstalled(_)) => {
+            let _ = writeln!(std::io::stderr(), "tracing-pipeline: {e}");
+            FlushGuard::none()
+        }
+        Err(e) => panic!("tracing_pipeline::init_guarded: {e}"),
+    }
+}
+
+/// Like [`init_guarded`], but returns an error when a global subscriber (or
+/// a `log` logger) is already installed.
+pub fn try_init_guarded() -> Result<FlushGuard, InitError> {
+    env_config().try_init_guarded()
+}
+
+/// [`Config::from_env`], its warnings printed.
+fn env_config() -> Config {
     let (config, warnings) = Config::from_env();
     let mut stderr = std::io::stderr().lock();
     for w in &warnings {
         let _ = writeln!(stderr, "{w}");
     }
-    if config.langsmith {
-        let _ = writeln!(
-            stderr,
-            "tracing-pipeline: LANGSMITH_LOGGING=true, but forwarding to LangSmith is not available in this build; events go to stdout only"
-        );
+    if cfg!(not(feature = "otel")) {
+        if config.langsmith {
+            let _ = writeln!(
+                stderr,
+                "tracing-pipeline: LANGSMITH_LOGGING=true, but this build has no OpenTelemetry export (the `otel` feature); events go to stdout only"
+            );
+        } else if config.otel.exporting() {
+            let _ = writeln!(
+                stderr,
+                "tracing-pipeline: an OTLP endpoint is set, but this build has no OpenTelemetry export (the `otel` feature); events go to stdout only"
+            );
+        }
     }
     drop(stderr);
-    config.try_init()
+    config
 }

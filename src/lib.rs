@@ -174,6 +174,8 @@ mod event;
 mod filter;
 mod init;
 mod layer;
+#[cfg(feature = "otel")]
+mod otel;
 mod stage;
 
 /// The event schema and the lifecycle rules, key by key: the contract of
@@ -193,10 +195,14 @@ pub mod runner;
 #[cfg_attr(docsrs, doc(cfg(feature = "view")))]
 pub mod view;
 
-pub use config::{Config, ConfigWarning, Format};
+pub use config::{
+    Config, ConfigWarning, Format, OtelConfig, OtlpDestination, LANGSMITH_DEFAULT_ENDPOINT,
+};
 pub use event::{EventKind, Level, PipelineEvent, Status, UnknownEventKind};
 pub use filter::{keep_stages, KeepStages};
-pub use init::{init, try_init, InitError};
+pub use init::{
+    init, init_guarded, try_init, try_init_guarded, FlushGuard, InitError, FLUSH_TIMEOUT,
+};
 pub use layer::panic::install_hook as install_panic_hook;
 pub use layer::PipelineLayer;
 pub use stage::{Stage, StageExt, CANCELLED};

@@ -447,7 +447,8 @@ pub fn generate_job_id() -> String {
 }
 
 /// The whole program: parses `args` (the first item is the program name),
-/// installs the layer with [`crate::init`], runs the pipelines on a tokio
+/// installs the layer with [`crate::init_guarded`] (so that exported spans
+/// are sent before it exits), runs the pipelines on a tokio
 /// runtime and returns the exit status (0 for `success`/`partial`, 1 for
 /// `error`, 2 for bad arguments).
 pub fn main<I, T>(args: I) -> ExitCode
@@ -462,10 +463,15 @@ where
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    if let Err(e) = crate::try_init() {
-        eprintln!("job_pipeline: {e}");
-        return ExitCode::from(2);
-    }
+    // Kept to the end: with OpenTelemetry export on, dropping it sends the
+    // last spans (waiting at most `FLUSH_TIMEOUT`).
+    let _guard = match crate::try_init_guarded() {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("job_pipeline: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

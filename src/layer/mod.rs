@@ -47,13 +47,16 @@ use crate::config::Format;
 use crate::event::EventKind;
 use fields::{EventFields, SpanFields};
 use ids::{IdSource, SpanIds};
-use line::{Lifecycle, LogLine};
+pub(crate) use line::Lifecycle;
+use line::LogLine;
 use output::Output;
 
 #[cfg(feature = "runner")]
 pub(crate) use line::timestamp;
 use state::{stage_end, FirstEnter, LateIdentity, Pipeline, Scope, SpanState, Stage};
 pub(crate) use state::{SpanKind, States};
+#[cfg(feature = "otel")]
+pub(crate) use {fields::FieldValue, state::LayerNumber};
 
 /// A [`tracing_subscriber::Layer`] that turns pipeline and stage spans into
 /// JSON lines: `pipeline_start`, `layer_start`, `layer_complete`,
@@ -320,6 +323,20 @@ where
             self.make_writer
                 .make_writer_for(output::lifecycle_metadata(failed))
         });
+    }
+
+    /// A terminal line; with the `otel` feature, the same outcome set on the
+    /// span's OpenTelemetry span while it is still open.
+    fn end_line(&self, buf: &mut Vec<u8>, id: &Id, e: &Lifecycle<'_>) {
+        self.emit_lifecycle(buf, e);
+        #[cfg(feature = "otel")]
+        if e.ids.is_some() {
+            if let Some(cx) = self.ids.context(id) {
+                crate::otel::mapping::end(&cx, e);
+            }
+        }
+        #[cfg(not(feature = "otel"))]
+        let _ = id;
     }
 
     fn log_enabled<S>(&self, meta: &Metadata<'_>, ctx: &Context<'_, S>) -> bool
@@ -824,8 +841,9 @@ where
                     return; // never entered, never skipped: nothing happened
                 }
                 let (kind, status) = stage_end(s.skipped, s.error.is_some());
-                self.emit_lifecycle(
+                self.end_line(
                     &mut scratch.line,
+                    &id,
                     &Lifecycle {
                         kind,
                         layer: s.layer,
@@ -853,8 +871,9 @@ where
                 if p.announce() {
                     self.emit_lifecycle(&mut scratch.line, &pipeline_start(p));
                 }
-                self.emit_lifecycle(
+                self.end_line(
                     &mut scratch.line,
+                    &id,
                     &Lifecycle {
                         kind: EventKind::PipelineComplete,
                         layer: None,
