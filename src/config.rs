@@ -158,6 +158,13 @@ pub struct ConfigWarning {
 
 impl fmt::Display for ConfigWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.value.is_empty() {
+            return write!(
+                f,
+                "tracing-pipeline: {} is not set (expected {}); using the default {}",
+                self.variable, self.expected, self.default
+            );
+        }
         write!(
             f,
             "tracing-pipeline: {}={:?} is not valid (expected {}); using the default {}",
@@ -246,7 +253,7 @@ fn parse_pairs(
                     None => entry.to_owned(),
                 },
                 expected: "key=value entries separated by commas, values percent-encoded",
-                default: "the entry left out",
+                default: "none (the entry is left out)",
             }),
         }
     }
@@ -365,7 +372,7 @@ fn read_otel(
                 variable: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
                 value: v,
                 expected: url_expected,
-                default: "no OTLP export",
+                default: "none (no OTLP export)",
             });
             None
         }
@@ -375,7 +382,7 @@ fn read_otel(
                 variable: "OTEL_EXPORTER_OTLP_ENDPOINT",
                 value: v,
                 expected: url_expected,
-                default: "no OTLP export",
+                default: "none (no OTLP export)",
             });
             None
         }
@@ -408,7 +415,7 @@ fn read_otel(
                     variable: "LANGSMITH_ENDPOINT",
                     value: v,
                     expected: url_expected,
-                    default: "no export to LangSmith",
+                    default: "none (no export to LangSmith)",
                 });
                 None
             }
@@ -434,7 +441,7 @@ fn read_otel(
                 variable: "LANGSMITH_API_KEY",
                 value: String::new(),
                 expected: "your LangSmith API key, required with LANGSMITH_LOGGING=true",
-                default: "no export to LangSmith",
+                default: "none (no export to LangSmith)",
             }),
             (None, _) => {}
         }
@@ -479,7 +486,7 @@ fn read_otel(
                 variable: "TRACEPARENT",
                 value: v,
                 expected: "a W3C traceparent, 00-<32 hex>-<16 hex>-<2 hex>",
-                default: "a new trace",
+                default: "none (a new trace)",
             }),
         }
     }

@@ -353,3 +353,62 @@ fn the_configured_layer_composes_with_a_subscriber_of_ones_own() {
         "a per-layer filter hides nothing from fmt"
     );
 }
+
+/// `tracing-opentelemetry` beside it, with a global `keep_stages` filter
+/// and `fmt`: the full lifecycle, every line carrying the ids of the span
+/// the OpenTelemetry layer exported, and OpenTelemetry seeing the stages
+/// (the debug one too, through `keep_stages`) as children of the pipeline.
+#[cfg(feature = "otel")]
+#[test]
+fn tracing_opentelemetry_beside_it_in_either_order() {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+
+    for otel_first in [true, false] {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let tracer = provider.tracer("stacks");
+        let capture = Capture::default();
+        let text = Text::default();
+        let pipeline_layer = PipelineLayer::new().with_writer(capture.clone());
+        let base = tracing_subscriber::registry()
+            .with(keep_stages(EnvFilter::new("info")))
+            .with(fmt::layer().with_writer(text.clone()));
+        if otel_first {
+            let otel = tracing_opentelemetry::layer().with_tracer(tracer);
+            tracing::subscriber::with_default(base.with(otel).with(pipeline_layer), small_pipeline);
+        } else {
+            let otel = tracing_opentelemetry::layer().with_tracer(tracer);
+            tracing::subscriber::with_default(base.with(pipeline_layer).with(otel), small_pipeline);
+        }
+        let lines = capture.lines();
+        assert_complete_lifecycle(&lines);
+        assert!(text.text().contains("bad input"), "fmt still prints");
+        let spans = exporter.get_finished_spans().unwrap();
+        let id_of = |name: &str| {
+            let s = spans.iter().find(|s| s.name == name).unwrap();
+            (
+                format!("{:032x}", s.span_context.trace_id()),
+                format!("{:016x}", s.span_context.span_id()),
+                s.parent_span_id,
+            )
+        };
+        let (trace, root, _) = id_of("pipeline");
+        for stage in ["fetch", "parse", "publish"] {
+            let (t, _, parent) = id_of(stage);
+            assert_eq!(t, trace);
+            assert_eq!(format!("{parent:016x}"), root, "{stage} under the pipeline");
+        }
+        for l in &lines {
+            let own = l["layer_name"].as_str().unwrap_or("pipeline");
+            assert_eq!(l["trace_id"], trace.as_str(), "{l}");
+            assert_eq!(
+                l["span_id"],
+                id_of(own).1.as_str(),
+                "otel first: {otel_first}: {l}"
+            );
+        }
+    }
+}
