@@ -131,11 +131,31 @@
 //! |---|---|---|---|
 //! | `STRUCTURED_LOGGING` | true/false, 1/0, yes/no, on/off (any case) | true | false: the same events as one readable line each (coloured on a terminal) |
 //! | `LOG_LEVEL` | trace, debug, info, warn (warning), error, off, or `EnvFilter` directives (`info,my_crate::layer4=debug`) | info | which `log` lines appear; lifecycle events always do |
-//! | `LANGSMITH_LOGGING` | true/false | false | reserved: `true` prints a notice that forwarding is not in this build |
+//! | `LANGSMITH_LOGGING` | true/false | false | feature `otel`: `true` also exports to LangSmith, with `LANGSMITH_API_KEY` (required), `LANGSMITH_PROJECT`, `LANGSMITH_ENDPOINT`; without the feature, one notice that this build cannot |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` (`_TRACES_ENDPOINT`), `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_SDK_DISABLED`, `OTEL_BSP_MAX_QUEUE_SIZE` | the OpenTelemetry conventions | no export | feature `otel`: export stage spans over OTLP/HTTP ([`OtelConfig`]) |
+//! | `TRACEPARENT`, `TRACESTATE` | W3C trace context | none | feature `otel`: the pipeline span becomes a child of that span, so a child process joins its parent's trace |
 //!
 //! An invalid value never aborts: one stderr line names the variable, the
 //! value and the default used instead. [`Config::from_lookup`] is the pure
 //! parser, for tests and for configuring the layer yourself.
+//!
+//! # OpenTelemetry (feature `otel`)
+//!
+//! Beside `tracing-opentelemetry` (installed by [`init`], or by you before
+//! or after the layer), every line produced inside a span it tracks carries
+//! `trace_id` (32 lowercase hex digits) and `span_id` (16), the last keys
+//! before `metadata`: the ids of the exported span, from its first enter.
+//! The layer reads them through `tracing_opentelemetry::get_otel_context`
+//! with the dispatch it is registered with (kept weak). Without such a
+//! layer, or without the feature, lines are as before.
+//!
+//! With an OTLP endpoint or `LANGSMITH_LOGGING=true` in the environment,
+//! [`init`] also exports: each stage a span named after its `layer_name`,
+//! with its outcome, metadata, token usage and `log` lines, under the
+//! pipeline span. Keep the guard of [`init_guarded`] to the end of `main`
+//! so the last spans are sent; the export never makes the pipeline wait,
+//! and the program's end waits at most [`FLUSH_TIMEOUT`]. The repository's
+//! `docs/otel.md` has the table of what each span carries.
 //!
 //! # Guarantees
 //!
@@ -160,6 +180,7 @@
 //! | `reference` | no | the `reference` module: the reference job-application pipeline (tokio, clap), run by `examples/job_pipeline.rs` |
 //! | `runner` | no | the `runner` module and the `pipeline-runner` binary: runs pipelines as child processes and streams their lines over SSE to a live page (tokio, axum) |
 //! | `view` | no | the `view` module and the `pipeline-view` binary: watch a run in a terminal, from stdin, a command or a runner's job URL (indicatif, ureq; no tokio) |
+//! | `otel` | no | `trace_id`/`span_id` on every line inside a span `tracing-opentelemetry` tracks; [`init`] and [`init_guarded`] exporting stage spans over OTLP/HTTP and to LangSmith (opentelemetry 0.33, tracing-opentelemetry 0.34, reqwest with rustls) |
 //!
 //! # Minimum supported Rust version
 //!

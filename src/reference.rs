@@ -54,7 +54,8 @@ pub const STAGES: [&str; 8] = [
 #[command(
     name = "job_pipeline",
     about = "Runs the reference job-application pipeline and prints its structured events.",
-    after_help = "Environment: JOB_ID (default job id), STRUCTURED_LOGGING, LOG_LEVEL, LANGSMITH_LOGGING.\n\
+    after_help = "Environment: JOB_ID (default job id), STRUCTURED_LOGGING, LOG_LEVEL, LANGSMITH_LOGGING;\n\
+                  with the otel feature also OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_* and TRACEPARENT (see docs/otel.md).\n\
                   Exit status: 0 when every pipeline ends in success or partial, 1 when one ends in error."
 )]
 #[non_exhaustive]
