@@ -2,6 +2,9 @@
 //! through `PipelineLayer`, through the JSON layers people use today, through
 //! a hand-written writer of the same 26 lines with no `tracing` at all, and
 //! with no subscriber; then an `info!` that `LOG_LEVEL=warn` filters out.
+//! With `--features otel`, also `tracing-opentelemetry` alone (the SDK's
+//! tracer, no exporter) and with the layer before it, as `init()` stacks
+//! them: the layer's extra cost for reading ids and setting outcomes.
 //!
 //! Every variant writes into the same byte-counting sink, so formatting cannot
 //! be optimised away, and each has its own dispatcher, alive only during its
@@ -308,6 +311,42 @@ fn bunyan(sink: CountingSink) -> Dispatch {
     )
 }
 
+/// `tracing-opentelemetry` alone, with the SDK's tracer and no exporter
+/// (spans are real and recorded, then dropped): what a service that already
+/// traces with OpenTelemetry pays before adding the layer.
+#[cfg(feature = "otel")]
+fn otel_alone() -> Dispatch {
+    use opentelemetry::trace::TracerProvider as _;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    Dispatch::new(
+        tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"))),
+    )
+}
+
+/// The layer (as `Config::layer` makes it for `LOG_LEVEL=info`) before
+/// `tracing-opentelemetry`, as `init()` stacks them: every line reads its
+/// span's ids, and each stage's outcome is set on its OpenTelemetry span.
+#[cfg(feature = "otel")]
+fn otel_pipeline_layer(sink: CountingSink) -> Dispatch {
+    use opentelemetry::trace::TracerProvider as _;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let (config, _) = Config::from_lookup(|var| (var == "LOG_LEVEL").then(|| "info".to_owned()));
+    Dispatch::new(
+        tracing_subscriber::registry()
+            .with(config.layer().with_writer(sink))
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("bench"))),
+    )
+}
+
+/// The layer as `Config::layer` makes it (not alone in its subscriber),
+/// without `tracing-opentelemetry`: the counterpart of
+/// `otel_pipeline_layer`.
+fn pipeline_layer_stacked(sink: CountingSink) -> Dispatch {
+    let (config, _) = Config::from_lookup(|var| (var == "LOG_LEVEL").then(|| "info".to_owned()));
+    Dispatch::new(tracing_subscriber::registry().with(config.layer().with_writer(sink)))
+}
+
 /// The registry with no layer: what every `Layer`-based formatter pays
 /// before it writes a byte (span slots, the span stack, the dispatch).
 fn registry_only() -> Dispatch {
@@ -409,13 +448,21 @@ fn bench_pipeline_run(c: &mut Criterion) {
         black_box(sink.0.load(Ordering::Relaxed));
     });
 
-    let traced: [(&'static str, MakeDispatch); 5] = [
+    let mut traced: Vec<(&'static str, MakeDispatch)> = vec![
         ("pipeline_layer", |s| Some(pipeline_layer("info", s))),
         ("bunyan", |s| Some(bunyan(s))),
         ("fmt_json", |s| Some(fmt_json(s))),
         ("registry_only", |_| Some(registry_only())),
         ("no_subscriber", |_| None),
+        ("pipeline_layer_stacked", |s| {
+            Some(pipeline_layer_stacked(s))
+        }),
     ];
+    #[cfg(feature = "otel")]
+    traced.extend([
+        ("otel_alone", (|_| Some(otel_alone())) as MakeDispatch),
+        ("otel_pipeline_layer", |s| Some(otel_pipeline_layer(s))),
+    ]);
     for (name, make) in traced {
         g.bench_function(name, |b| {
             measured(RUN, name);
@@ -488,6 +535,16 @@ fn print_ratios() {
             }
         }
     }
+    let pair = |a: &str, b: &str| Some((mean_ns(RUN, a)?, mean_ns(RUN, b)?));
+    if let (Some((with, otel)), Some((alone, registry))) = (
+        pair("otel_pipeline_layer", "otel_alone"),
+        pair("pipeline_layer_stacked", "registry_only"),
+    ) {
+        println!(
+            "  the layer's own cost beside tracing-opentelemetry (ids read, outcome set) / without it: {:.2}x",
+            (with - otel) / (alone - registry)
+        );
+    }
     if has(FILTERED, "pipeline_layer_warn") && has(FILTERED, "no_subscriber") {
         if let (Some(layer), Some(none)) = (
             mean_ns(FILTERED, "pipeline_layer_warn"),
@@ -516,6 +573,11 @@ fn fixed_runs(variant: &str, runs: u64) {
         "bunyan" => Some(bunyan(sink.clone())),
         "fmt_json" => Some(fmt_json(sink.clone())),
         "registry_only" => Some(registry_only()),
+        "pipeline_layer_stacked" => Some(pipeline_layer_stacked(sink.clone())),
+        #[cfg(feature = "otel")]
+        "otel_alone" => Some(otel_alone()),
+        #[cfg(feature = "otel")]
+        "otel_pipeline_layer" => Some(otel_pipeline_layer(sink.clone())),
         other => panic!("unknown BENCH_VARIANT {other}"),
     };
     alone(dispatch, || {

@@ -544,7 +544,7 @@ where
         if let Some(value) = bad_layer {
             diag::bad_layer_value(&value);
         }
-        let skipped = matches!(&state, SpanState::Stage(s) if s.skipped);
+        let skipped = cfg!(feature = "otel") && matches!(&state, SpanState::Stage(s) if s.skipped);
         {
             let mut ext = span.extensions_mut();
             match ext.get_mut::<States>() {
@@ -576,7 +576,8 @@ where
         };
         values.record(&mut fields);
         let recorded = with_state_mut(&span, self.key, |s| {
-            let skip_before_enter = fields.skipped == Some(true) && s.awaits_first_enter();
+            let skip_before_enter =
+                cfg!(feature = "otel") && fields.skipped == Some(true) && s.awaits_first_enter();
             let (late, bad_layer, announce) = s.record(&mut fields);
             if let (true, SpanState::Pipeline(p)) = (announce, &*s) {
                 // The job id came after the first enter: the start now.
@@ -807,7 +808,7 @@ where
             return;
         }
         let Some(span) = ctx.span(&id) else { return };
-        if SpanKind::of(span.metadata()) != SpanKind::Plain {
+        if cfg!(feature = "otel") && SpanKind::of(span.metadata()) != SpanKind::Plain {
             // A stage skipped before it was ever entered has not asked yet.
             let _ = self.span_ids(&span);
         }
