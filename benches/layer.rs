@@ -448,6 +448,7 @@ fn bench_pipeline_run(c: &mut Criterion) {
         black_box(sink.0.load(Ordering::Relaxed));
     });
 
+    #[cfg_attr(not(feature = "otel"), allow(unused_mut))] // extended with `otel`
     let mut traced: Vec<(&'static str, MakeDispatch)> = vec![
         ("pipeline_layer", |s| Some(pipeline_layer("info", s))),
         ("bunyan", |s| Some(bunyan(s))),
