@@ -74,14 +74,15 @@ test("a queued job is in the list under the queued filter; a re-run goes on top"
   assert.deepEqual(all.jobs.map((j) => [j.job_id, j.rerun_of]), [["new", "old"], ["old", undefined]]);
 });
 
-test("stage tokens, trace links and span ids come from the detail; tokens also from lines", () => {
+test("stage tokens, trace links and span ids come from the detail, not from lines", () => {
   let s = fold([{ type: "lines", rows: [
     line(1, { event: "layer_start", layer: 1, layer_name: "a", timestamp: ts(0) }),
     line(2, { event: "layer_complete", layer: 1, layer_name: "a", duration_ms: 5, timestamp: ts(5), metadata: { tokens_used: 120 } }),
     line(3, { event: "layer_complete", layer: 2, layer_name: "b", duration_ms: 5, timestamp: ts(9), metadata: { tokens_used: "lots" } }),
     line(4, { event: "layer_complete", layer: 3, layer_name: "c", duration_ms: 5, timestamp: ts(9), metadata: { tokens_used: -4 } }),
   ] }]);
-  assert.equal(s.stages.a.tokens, 120);
+  // The runner counts tokens with its configured key: lines alone give none.
+  assert.equal(s.stages.a.tokens, null);
   assert.equal(s.stages.b.tokens, null);
   assert.equal(s.stages.c.tokens, null);
   s = reduceJob(s, { type: "detail", detail: {

@@ -15,9 +15,6 @@ export const STAGE_STATUSES = ["pending", "running", "complete", "error", "skipp
 export const OUTCOMES = ["queued", "running", "success", "partial", "error", "cancelled", "interrupted"];
 const ENDED_STATES = ["finished", "interrupted"];
 const CANCELLED = "cancelled";
-// The metadata key a stage's token count is read from while its lines
-// stream in (the runner's detail, which follows its configuration, wins).
-const TOKENS_FIELD = "tokens_used";
 
 /** The state of a job view before anything is known. */
 export function initialJob(jobId) {
@@ -140,11 +137,7 @@ function applyLine(draft, seq, data) {
       if (data.event === "layer_error") {
         stage.error = data.error === undefined || data.error === null ? "error" : String(data.error);
       }
-      if (data.metadata && typeof data.metadata === "object") {
-        stage.metadata = data.metadata;
-        const tokens = data.metadata[TOKENS_FIELD];
-        if (typeof tokens === "number" && isFinite(tokens) && tokens >= 0) stage.tokens = tokens;
-      }
+      if (data.metadata && typeof data.metadata === "object") stage.metadata = data.metadata;
       if (stage.startMs === null && t !== null && typeof data.duration_ms === "number") {
         stage.startMs = t - data.duration_ms;
       }
@@ -206,7 +199,9 @@ function applySummary(state, summary) {
 /**
  * Folds one event into a job's state and returns the new state (the old one
  * is not changed). Events:
- * - `{type:"detail", detail}`: `GET /api/jobs/{id}` (summary and stages);
+ * - `{type:"detail", detail}`: `GET /api/jobs/{id}` (summary and stages;
+ *   a stage's tokens come from here only, as the runner counts them with
+ *   its configured metadata key, so a live view and a reload agree);
  * - `{type:"lines", rows:[{seq, data}], lastSeq}`: numbered lines, in
  *   order (`lastSeq`, optional: the last sequence number they cover);
  * - `{type:"end", summary}`: the stream's last word on the job;
