@@ -119,7 +119,7 @@ test("the chart has one mark per run, a shape per status, links and titles", () 
   assert.deepEqual([...svg.matchAll(/class="run-mark ([a-z]+)"/g)].map((m) => m[1]), ["complete", "error", "cancelled", "complete"]);
   assert.match(svg, /<path class="run-mark error"/);
   assert.match(svg, /<rect class="run-mark cancelled"/);
-  assert.equal((svg.match(/<a class="run-link" href="#\/jobs\/j\d"/g) || []).length, 4);
+  assert.equal((svg.match(/<a class="run-link" tabindex="-1" href="#\/jobs\/j\d"/g) || []).length, 4);
   assert.match(svg, /class="p50-line"/);
   assert.match(svg, /role="img" aria-label="pain_point_miner: 4 runs/);
   // The longest run reaches the top, a run without duration the baseline.

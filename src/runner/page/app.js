@@ -224,6 +224,7 @@ function showEmpty() {
   closeJob();
   $("job-view").hidden = true;
   $("empty-view").hidden = false;
+  lastHistory = null;
   render();
 }
 
@@ -1047,6 +1048,7 @@ function renderStageDetail() {
 // ---------------------------------------------------------------- stage history
 
 const historyRows = new Map();
+let lastHistory = null; // what renderHistory last drew
 
 function historyRow(name) {
   let row = historyRows.get(name);
@@ -1079,6 +1081,10 @@ function renderHistory() {
   const view = $("empty-view");
   if (view.hidden) return;
   const { stats, error, window } = app.history;
+  // Drawn again only when a new answer (or window, or error) came in.
+  const key = [stats, error, window];
+  if (lastHistory && key.every((v, i) => v === lastHistory[i])) return;
+  lastHistory = key;
   const stages = stats ? stats.stages : [];
   $("empty-hint").hidden = !!stats && stats.jobs > 0;
   $("history-error").hidden = !error;

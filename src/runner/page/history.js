@@ -225,7 +225,8 @@ export function historyChart(stage, { width = 240, height = 44 } = {}) {
     const body = mark(r.status, x(i), y(r.durationMs));
     const data = ' data-job="' + escapeXml(r.jobId) + '" data-status="' + r.status + '"';
     if (r.jobId) {
-      parts.push('<a class="run-link" href="' + escapeXml("#/jobs/" + encodeURIComponent(r.jobId)) + '"' + data + ">" + title + body + "</a>");
+      // Out of the Tab order (hundreds of marks); the job list reaches the jobs.
+      parts.push('<a class="run-link" tabindex="-1" href="' + escapeXml("#/jobs/" + encodeURIComponent(r.jobId)) + '"' + data + ">" + title + body + "</a>");
     } else {
       parts.push("<g" + data + ">" + title + body + "</g>");
     }
