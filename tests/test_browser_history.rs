@@ -185,34 +185,51 @@ async fn history_after_many_jobs_shows_every_stage_with_its_runs() -> Result<()>
     // 30 jobs: every fifth fails people_mapper, every fifth skips generator,
     // every tenth is slow; ids sort in the order they were created.
     const JOBS: usize = 30;
-    let mut kinds = Vec::new();
-    for i in 0..JOBS {
-        let kind = match i % 5 {
-            0 => "fail",
-            1 => "skip",
-            2 if i % 10 == 2 => "slow",
-            _ => "ok",
-        };
-        let id = format!("hist-{i:02}-{kind}");
-        runner.create_job_with_id(&id).await?;
-        kinds.push((id, kind));
-    }
-    wait_all_finished(&runner, JOBS).await?;
-    let api = runner.get_json("/api/stages?window=50").await?;
+    let kinds: Vec<(String, &str)> = (0..JOBS)
+        .map(|i| {
+            let kind = match i % 5 {
+                0 => "fail",
+                1 => "skip",
+                2 if i % 10 == 2 => "slow",
+                _ => "ok",
+            };
+            (format!("hist-{i:02}-{kind}"), kind)
+        })
+        .collect();
     let failed = kinds.iter().filter(|(_, k)| *k == "fail").count();
     let skipped = kinds.iter().filter(|(_, k)| *k == "skip").count();
 
     let browser = Browser::start(&paths).await?;
     let outcome = async {
         let client = &browser.client;
+        // The history is open while the jobs run: it follows them.
         client.goto(&format!("{}/", runner.base_url)).await?;
         wait_js(
             client,
-            "return document.querySelectorAll('#history-rows tr').length === 8 && document.querySelectorAll('#history-rows .run-mark').length >= 8 * 29",
+            "return document.getElementById('history-jobs').textContent === '0 jobs in the window'",
             UI_TIMEOUT,
-            "the history of 8 stages",
+            "the empty history",
         )
         .await?;
+        let started = std::time::Instant::now();
+        for (id, _) in &kinds {
+            runner.create_job_with_id(id).await?;
+        }
+        wait_all_finished(&runner, JOBS).await?;
+        wait_js(
+            client,
+            "return document.getElementById('history-jobs').textContent === '30 jobs in the window' && document.querySelectorAll('#history-rows tr').length === 8",
+            UI_TIMEOUT,
+            "the history of 30 jobs and 8 stages, without a reload",
+        )
+        .await?;
+        let elapsed = started.elapsed();
+        let fetches = client
+            .execute("return window.pipelinePage.historyFetches()", vec![])
+            .await?
+            .as_u64()
+            .unwrap_or(u64::MAX);
+        let api = runner.get_json("/api/stages?window=50").await?;
         let rows: Vec<HistoryRow> =
             serde_json::from_value(client.execute(READ_HISTORY, vec![]).await?)?;
         let jobs_text = client
@@ -264,12 +281,20 @@ async fn history_after_many_jobs_shows_every_stage_with_its_runs() -> Result<()>
             .await?;
         save_screenshot(client, "page-history-job.png").await?;
         let detail = runner.get_json(&format!("/api/jobs/{slow}")).await?;
-        anyhow::Ok((rows, jobs_text, runner_info, job, detail, slow))
+        anyhow::Ok((rows, jobs_text, runner_info, job, detail, slow, api, fetches, elapsed))
     }
     .await;
     let console = browser.console().await.unwrap_or_default();
     browser.close().await?;
-    let (rows, jobs_text, runner_info, job, detail, slow) = outcome?;
+    let (rows, jobs_text, runner_info, job, detail, slow, api, fetches, elapsed) = outcome?;
+
+    // The history followed 30 job ends with a few fetches (at most one a
+    // second, plus the first), not one per job.
+    println!("history fetches while {JOBS} jobs ran for {elapsed:?}: {fetches}");
+    assert!(
+        fetches < JOBS as u64 && fetches <= elapsed.as_secs() + 3,
+        "{fetches} fetches of the history in {elapsed:?}"
+    );
 
     // Every stage of the API's answer, in order, with the API's numbers.
     let stages = api["stages"].as_array().context("stages in the answer")?;

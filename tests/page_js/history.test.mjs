@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
   compareToUsual, dotTitle, escapeXml, formatBytes, formatCost, formatRate, formatTokens, historyChart,
-  normalizeStats, retentionText, runnerText, safeHttpUrl, statsByName, summaryText,
+  normalizeStats, retentionText, runnerText, safeHttpUrl, statsByName, summaryText, throttle,
 } from "../../src/runner/page/history.js";
 
 const answer = {
@@ -178,4 +178,72 @@ test("only http(s) links are followed", () => {
   assert.equal(safeHttpUrl("data:text/html,x", "http://127.0.0.1/"), null);
   assert.equal(safeHttpUrl(5, "http://127.0.0.1/"), null);
   assert.equal(safeHttpUrl("/trace/x", "http://127.0.0.1:8080/"), "http://127.0.0.1:8080/trace/x");
+});
+
+// A fake clock: timers run when the test moves time on.
+function fakeClock() {
+  let now = 0;
+  const timers = [];
+  const settle = async () => {
+    for (let i = 0; i < 5; i++) await Promise.resolve();
+  };
+  return {
+    now: () => now,
+    setTimeout: (f, ms) => timers.push({ at: now + ms, f }),
+    async advance(ms) {
+      const end = now + ms;
+      for (;;) {
+        timers.sort((a, b) => a.at - b.at);
+        if (!timers.length || timers[0].at > end) break;
+        const t = timers.shift();
+        now = Math.max(now, t.at);
+        t.f(); // not awaited: a run may be held open by the test
+        await settle();
+      }
+      now = end;
+      await settle();
+    },
+  };
+}
+
+test("history fetches are throttled: many job ends, few fetches", async () => {
+  const clock = fakeClock();
+  let runs = 0;
+  const request = throttle(1000, async () => {
+    runs += 1;
+  }, clock);
+  // 50 jobs end within 5 seconds: one fetch at once, then one a second.
+  for (let i = 0; i < 50; i++) {
+    request();
+    await clock.advance(100);
+  }
+  await clock.advance(2000);
+  assert.ok(runs >= 5 && runs <= 6, "runs: " + runs);
+  // Nothing asked, nothing fetched.
+  await clock.advance(10000);
+  assert.ok(runs <= 6);
+});
+
+test("a request during a fetch in flight gets one more fetch after it", async () => {
+  const clock = fakeClock();
+  let runs = 0;
+  let open = null;
+  const request = throttle(1000, () => {
+    runs += 1;
+    return new Promise((resolve) => (open = resolve));
+  }, clock);
+  request();
+  await clock.advance(0);
+  assert.equal(runs, 1);
+  request(); // while the first is in flight
+  request();
+  await clock.advance(5000);
+  assert.equal(runs, 1, "never two at once");
+  open();
+  await clock.advance(0);
+  await clock.advance(1000);
+  assert.equal(runs, 2, "one more after it, for both requests");
+  open();
+  await clock.advance(5000);
+  assert.equal(runs, 2);
 });

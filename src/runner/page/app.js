@@ -14,7 +14,7 @@ import * as api from "./api.js";
 import { formatCount, formatDuration, formatTick, formatUtc, formatValue, OUTCOME_WORDS, STAGE_WORDS } from "./format.js";
 import {
   compareToUsual, DEFAULT_WINDOW, formatCost, formatRate, formatTokens, historyChart, normalizeStats, runnerText,
-  safeHttpUrl, statsByName, summaryText,
+  safeHttpUrl, statsByName, summaryText, throttle,
 } from "./history.js";
 import { axisStep, initialJob, initialList, orderedStages, outcomeOf, reduceJob, reduceList, timeline } from "./state.js";
 import { connectStream } from "./stream.js";
@@ -364,40 +364,7 @@ function refreshList() {
 
 // ---------------------------------------------------------------- history and health
 
-// Throttled: one fetch now (or as soon as the last one is a second old),
-// however many jobs end meanwhile.
-// A request made while a fetch is in flight gets one more fetch after it.
-const throttle = (run) => {
-  let timer = null;
-  let running = false;
-  let again = false;
-  let last = -Infinity;
-  const request = () => {
-    if (running) {
-      again = true;
-      return;
-    }
-    if (timer !== null) return;
-    const wait = Math.max(0, last + HISTORY_MS - performance.now());
-    timer = setTimeout(async () => {
-      timer = null;
-      running = true;
-      last = performance.now();
-      try {
-        await run();
-      } finally {
-        running = false;
-        if (again) {
-          again = false;
-          request();
-        }
-      }
-    }, wait);
-  };
-  return request;
-};
-
-const requestHistory = throttle(async () => {
+const requestHistory = throttle(HISTORY_MS, async () => {
   const h = app.history;
   const size = h.window;
   h.fetches += 1;
@@ -413,7 +380,7 @@ const requestHistory = throttle(async () => {
   scheduleRender();
 });
 
-const requestHealth = throttle(async () => {
+const requestHealth = throttle(HISTORY_MS, async () => {
   try {
     app.health = await api.health();
   } catch (_) {

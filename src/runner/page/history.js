@@ -274,3 +274,42 @@ export function safeHttpUrl(url, base) {
     return null;
   }
 }
+
+/**
+ * A function that runs `run` (async) at most once every `gapMs`: calls in
+ * between are folded into one run at the end of the gap, and a call while
+ * a run is in flight gets one more run after it, so the last call is always
+ * followed by a run that started after it. `clock` is `{now, setTimeout}`
+ * (the page's by default; tests pass their own).
+ */
+export function throttle(gapMs, run, clock = { now: () => performance.now(), setTimeout: (f, ms) => setTimeout(f, ms) }) {
+  let timer = null;
+  let running = false;
+  let again = false;
+  let last = -Infinity;
+  const request = () => {
+    if (running) {
+      again = true;
+      return;
+    }
+    if (timer !== null) return;
+    const wait = Math.max(0, last + gapMs - clock.now());
+    timer = clock.setTimeout(async () => {
+      timer = null;
+      running = true;
+      last = clock.now();
+      try {
+        await run();
+      } catch (_) {
+        // The caller reports its own errors.
+      } finally {
+        running = false;
+        if (again) {
+          again = false;
+          request();
+        }
+      }
+    }, wait);
+  };
+  return request;
+}
