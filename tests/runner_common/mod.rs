@@ -157,11 +157,11 @@ where
     }
 }
 
-/// Waits until the job's state is no longer `running`; returns its detail.
+/// Waits until the job's state is neither `queued` nor `running`; returns its detail.
 pub async fn wait_finished(url: &str, id: &str) -> Value {
     poll("the job to finish", || async {
         let v = get_json(&format!("{url}/api/jobs/{id}")).await.ok()?;
-        (v["state"] != "running").then_some(v)
+        (v["state"] != "running" && v["state"] != "queued").then_some(v)
     })
     .await
 }
