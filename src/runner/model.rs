@@ -147,11 +147,24 @@ pub(crate) struct Summary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) trace_url: Option<String>,
     /// Total tokens over the job's stages (derived, never read back).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "whole_if_whole"
+    )]
     pub(crate) tokens: Option<f64>,
     /// Estimated cost of those tokens (derived, never read back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) cost: Option<f64>,
+}
+
+/// A token count as an integer when it is whole (`1200`, not `1200.0`).
+fn whole_if_whole<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) if v.fract() == 0.0 && v.abs() < 9e15 => s.serialize_i64(*v as i64),
+        Some(v) => s.serialize_f64(*v),
+        None => s.serialize_none(),
+    }
 }
 
 fn unknown_outcome() -> Outcome {
@@ -231,7 +244,11 @@ pub(crate) struct StageState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) span_id: Option<String>,
     /// Tokens from its terminal metadata (derived, never read back).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "whole_if_whole"
+    )]
     pub(crate) tokens: Option<f64>,
     /// `--trace-url` for its span (derived, never read back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
