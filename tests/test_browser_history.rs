@@ -10,7 +10,8 @@
 //! PIPELINE_REQUIRE_BROWSER=1 cargo test --features runner --test test_browser_history
 //! ```
 //!
-//! The history test saves `docs/page-history.png` (the README shows it).
+//! The history test saves `docs/page-history.png` (the README shows it):
+//! the stage history after 50 jobs, kept open while they ran.
 
 #![cfg(feature = "runner")]
 
@@ -182,9 +183,9 @@ async fn history_after_many_jobs_shows_every_stage_with_its_runs() -> Result<()>
             "0.002",
         ],
     )?;
-    // 30 jobs: every fifth fails people_mapper, every fifth skips generator,
+    // 50 jobs: every fifth fails people_mapper, every fifth skips generator,
     // every tenth is slow; ids sort in the order they were created.
-    const JOBS: usize = 30;
+    const JOBS: usize = 50;
     let kinds: Vec<(String, &str)> = (0..JOBS)
         .map(|i| {
             let kind = match i % 5 {
@@ -218,9 +219,9 @@ async fn history_after_many_jobs_shows_every_stage_with_its_runs() -> Result<()>
         wait_all_finished(&runner, JOBS).await?;
         wait_js(
             client,
-            "return document.getElementById('history-jobs').textContent === '30 jobs in the window' && document.querySelectorAll('#history-rows tr').length === 8",
+            &format!("return document.getElementById('history-jobs').textContent === '{JOBS} jobs in the window' && document.querySelectorAll('#history-rows tr').length === 8"),
             UI_TIMEOUT,
-            "the history of 30 jobs and 8 stages, without a reload",
+            "the history of every job and 8 stages, without a reload",
         )
         .await?;
         let elapsed = started.elapsed();
@@ -288,7 +289,7 @@ async fn history_after_many_jobs_shows_every_stage_with_its_runs() -> Result<()>
     browser.close().await?;
     let (rows, jobs_text, runner_info, job, detail, slow, api, fetches, elapsed) = outcome?;
 
-    // The history followed 30 job ends with a few fetches (at most one a
+    // The history followed every job's end with a few fetches (at most one a
     // second, plus the first), not one per job.
     println!("history fetches while {JOBS} jobs ran for {elapsed:?}: {fetches}");
     assert!(
