@@ -232,7 +232,9 @@ test("a request during a fetch in flight gets one more fetch after it", async ()
     runs += 1;
     return new Promise((resolve) => (open = resolve));
   }, clock);
+  assert.equal(request.busy(), false);
   request();
+  assert.equal(request.busy(), true);
   await clock.advance(0);
   assert.equal(runs, 1);
   request(); // while the first is in flight
@@ -246,4 +248,5 @@ test("a request during a fetch in flight gets one more fetch after it", async ()
   open();
   await clock.advance(5000);
   assert.equal(runs, 2);
+  assert.equal(request.busy(), false);
 });

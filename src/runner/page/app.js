@@ -268,6 +268,8 @@ function handleStreamMessage(msg) {
         break;
       }
       if (app.job && msg.job === app.job.jobId) {
+        // The usual durations now count this run too.
+        requestHistory();
         dispatch({ type: "end", summary: msg.summary });
         app.watching = null;
         syncTotal(msg.summary);
@@ -639,6 +641,8 @@ function render() {
   renderHistory();
   renderTitle();
   $("runner-info").textContent = runnerText(app.health);
+  // For tests and tools: whether the usual durations shown are up to date.
+  document.documentElement.dataset.history = requestHistory.busy() ? "pending" : "fresh";
 }
 
 function connectionState() {

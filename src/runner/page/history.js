@@ -279,7 +279,8 @@ export function safeHttpUrl(url, base) {
  * A function that runs `run` (async) at most once every `gapMs`: calls in
  * between are folded into one run at the end of the gap, and a call while
  * a run is in flight gets one more run after it, so the last call is always
- * followed by a run that started after it. `clock` is `{now, setTimeout}`
+ * followed by a run that started after it; `.busy()` says whether a run is
+ * waiting or in flight. `clock` is `{now, setTimeout}`
  * (the page's by default; tests pass their own).
  */
 export function throttle(gapMs, run, clock = { now: () => performance.now(), setTimeout: (f, ms) => setTimeout(f, ms) }) {
@@ -311,5 +312,7 @@ export function throttle(gapMs, run, clock = { now: () => performance.now(), set
       }
     }, wait);
   };
+  // Whether a run is waiting or in flight.
+  request.busy = () => timer !== null || running;
   return request;
 }
