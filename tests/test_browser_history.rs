@@ -10,8 +10,9 @@
 //! PIPELINE_REQUIRE_BROWSER=1 cargo test --features runner --test test_browser_history
 //! ```
 //!
-//! The history test saves `docs/page-history.png` (the README shows it):
-//! the stage history after 50 jobs, kept open while they ran.
+//! The history test saves `target/browser-screenshots/page-history.png`
+//! (the README shows a copy, `docs/page-history.png`): the stage history
+//! after 50 jobs, kept open while they ran.
 
 #![cfg(feature = "runner")]
 
@@ -20,9 +21,7 @@ mod browser_common;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use browser_common::{
-    browser_or_skip, save_doc_screenshot, save_screenshot, wait_js, Browser, Runner,
-};
+use browser_common::{browser_or_skip, save_screenshot, wait_js, Browser, Runner};
 use fantoccini::{Client, Locator};
 use serde::Deserialize;
 use serde_json::Value;
@@ -239,7 +238,6 @@ async fn history_after_many_jobs_shows_every_stage_with_its_runs() -> Result<()>
         let runner_info = client
             .execute("return document.getElementById('runner-info').textContent", vec![])
             .await?;
-        save_doc_screenshot(client, "page-history.png").await?;
         save_screenshot(client, "page-history.png").await?;
 
         // The job view: one run against the usual durations, tokens, trace.
