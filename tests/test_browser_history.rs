@@ -812,3 +812,158 @@ async fn history_fits_a_phone_and_the_dark_theme() -> Result<()> {
     assert_eq!(colours[1], "rgb(13, 17, 23)");
     Ok(())
 }
+
+/// A stage name that would run script if it were inserted as HTML.
+const HOSTILE_STAGE: &str = r#"<img src=x onerror=alert(1)>"q'"#;
+
+/// A job that prints its own lifecycle lines: a stage with a hostile name
+/// and a traced stage whose lines carry the job's trace id (from the
+/// runner's `TRACEPARENT`) and a span id, with tokens.
+fn traced_job_command() -> Vec<String> {
+    // `$1` is the hostile name as a JSON string; printf, unlike dash's
+    // echo, leaves backslashes alone.
+    let script = r#"
+        trace=$(echo "$TRACEPARENT" | cut -d- -f2)
+        now() { date -u +%Y-%m-%dT%H:%M:%S.000Z; }
+        ids="\"job_id\":\"$JOB_ID\",\"trace_id\":\"$trace\",\"span_id\":\"00f067aa0ba902b7\""
+        out() { printf '%s\n' "$1"; }
+        out "{\"timestamp\":\"$(now)\",\"event\":\"pipeline_start\",\"job_id\":\"$JOB_ID\"}"
+        out "{\"timestamp\":\"$(now)\",\"event\":\"layer_start\",\"layer\":1,\"layer_name\":\"traced_stage\",$ids}"
+        out "{\"timestamp\":\"$(now)\",\"event\":\"layer_complete\",\"layer\":1,\"layer_name\":\"traced_stage\",\"status\":\"complete\",\"duration_ms\":5,$ids,\"metadata\":{\"tokens_used\":42}}"
+        out "{\"timestamp\":\"$(now)\",\"event\":\"layer_start\",\"layer\":2,\"layer_name\":$STAGE,\"job_id\":\"$JOB_ID\"}"
+        out "{\"timestamp\":\"$(now)\",\"event\":\"layer_complete\",\"layer\":2,\"layer_name\":$STAGE,\"status\":\"complete\",\"duration_ms\":7,\"job_id\":\"$JOB_ID\"}"
+        out "{\"timestamp\":\"$(now)\",\"event\":\"pipeline_complete\",\"status\":\"success\",\"duration_ms\":12,\"job_id\":\"$JOB_ID\"}"
+    "#;
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!("STAGE=\"$1\"; {script}"),
+        "sh".into(),
+        serde_json::to_string(HOSTILE_STAGE).expect("a string"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stage_trace_links_and_hostile_stage_names_in_the_history() -> Result<()> {
+    let Some(paths) = browser_or_skip("stage_trace_links_and_hostile_stage_names_in_the_history")
+    else {
+        return Ok(());
+    };
+    let command = traced_job_command();
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    let runner = Runner::start_with_args("traced", &["--trace-url", TRACE_TEMPLATE], &command)?;
+    runner.create_job_with_id("traced-1").await?;
+    runner.create_job_with_id("traced-2").await?;
+    wait_all_finished(&runner, 2).await?;
+    let detail = runner.get_json("/api/jobs/traced-2").await?;
+    let browser = Browser::start(&paths).await?;
+    let outcome = async {
+        let client = &browser.client;
+        client
+            .goto(&format!("{}/#/jobs/traced-2", runner.base_url))
+            .await?;
+        wait_finished_view(client).await?;
+        let job = client
+            .execute(
+                r##"const stage = document.querySelector('#stages button[data-stage="traced_stage"]');
+                const extra = stage.parentElement.querySelector('.stage-extra');
+                const link = extra.querySelector('.stage-trace');
+                stage.click();
+                const names = [...document.querySelectorAll('#stages .stage-name')].map((n) => n.textContent);
+                return {
+                    link: link.hidden ? null : link.href,
+                    target: link.target,
+                    rel: link.rel,
+                    tokens: extra.querySelector('.stage-tokens').textContent,
+                    names,
+                };"##,
+                vec![],
+            )
+            .await?;
+        wait_js(client, "return !document.getElementById('stage-detail').hidden", UI_TIMEOUT, "the stage's details").await?;
+        let fields = client
+            .execute(
+                r#"const f = (k) => { const d = document.querySelector(`#stage-detail-fields dd[data-field="${k}"]`); return d ? (d.querySelector('a') ? d.querySelector('a').href : d.textContent) : null; };
+                return { span: f('span id'), trace: f('trace'), tokens: f('tokens') };"#,
+                vec![],
+            )
+            .await?;
+        client.goto(&format!("{}/", runner.base_url)).await?;
+        wait_js(
+            client,
+            "return document.querySelectorAll('#history-rows tr').length === 2",
+            UI_TIMEOUT,
+            "the history of both stages",
+        )
+        .await?;
+        let history = client
+            .execute(
+                r#"return {
+                    names: [...document.querySelectorAll('#history-rows tr')].map((tr) => [tr.dataset.stage, tr.querySelector('.stage-name').textContent, tr.querySelector('svg').getAttribute('aria-label')]),
+                    images: document.querySelectorAll('img').length,
+                    scripts: document.querySelectorAll('body script').length,
+                    alerted: window.__alerted === true,
+                };"#,
+                vec![],
+            )
+            .await?;
+        save_screenshot(client, "page-history-hostile.png").await?;
+        anyhow::Ok((job, fields, history))
+    }
+    .await;
+    let console = browser.console().await.unwrap_or_default();
+    browser.close().await?;
+    let (job, fields, history) = outcome?;
+
+    let stage = detail["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["layer_name"] == "traced_stage")
+        .context("the traced stage")?;
+    let trace_id = detail["trace_id"].as_str().unwrap();
+    assert_eq!(stage["span_id"], "00f067aa0ba902b7", "{stage}");
+    let url = stage["trace_url"].as_str().context("a stage trace url")?;
+    assert_eq!(
+        url,
+        format!("http://127.0.0.1:9/trace/{trace_id}?span=00f067aa0ba902b7")
+    );
+    assert_eq!(job["link"], url, "{job}");
+    assert_eq!(job["target"], "_blank");
+    assert_eq!(job["rel"], "noopener noreferrer");
+    assert_eq!(job["tokens"], "42 tokens");
+    assert_eq!(
+        job["names"],
+        serde_json::json!(["traced_stage", HOSTILE_STAGE])
+    );
+    assert_eq!(fields["span"], "00f067aa0ba902b7");
+    assert_eq!(fields["trace"], url);
+    assert_eq!(fields["tokens"], "42");
+    let names = history["names"].as_array().unwrap();
+    assert_eq!(names[1][0], HOSTILE_STAGE);
+    assert_eq!(names[1][1], HOSTILE_STAGE, "the name is text");
+    assert!(
+        names[1][2]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{HOSTILE_STAGE}: 2 runs")),
+        "{names:?}"
+    );
+    assert_eq!(history["images"], 0, "no element from a stage name");
+    assert_eq!(history["scripts"], 0);
+    let severe: Vec<_> = console.iter().filter(|e| e["level"] == "SEVERE").collect();
+    assert!(severe.is_empty(), "console errors: {severe:?}");
+    Ok(())
+}
+
+/// Waits until the open job's view shows it finished, with fresh history.
+async fn wait_finished_view(client: &Client) -> Result<()> {
+    wait_js(
+        client,
+        "return document.getElementById('connection').dataset.state === 'finished' && document.documentElement.dataset.history === 'fresh'",
+        UI_TIMEOUT,
+        "the job shown as finished",
+    )
+    .await?;
+    Ok(())
+}
