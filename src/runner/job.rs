@@ -54,7 +54,7 @@ use super::options::tokens_in;
 use super::stats::{JobRecord, StageRecord};
 use super::store::Loaded;
 use super::trace::TraceIds;
-use super::Shared;
+use super::{lock, Shared};
 
 /// Batches published but not yet taken by the slowest live client; a client
 /// further behind catches up from the file.
@@ -459,6 +459,7 @@ pub(crate) fn launch(
         inner.started_at = Some(now_timestamp());
         inner.started = Some(Instant::now());
         inner.queue_position = None;
+        lock(&shared.totals).jobs_started += 1;
         Meta {
             summary: job.summary_of(&inner),
             stages: Vec::new(),

@@ -48,7 +48,12 @@ fn counter(
     let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (labels, v) in series {
         let labels: &Labels<'_> = labels;
-        ConstCounter::new(*v).encode(m.encode_family(&labels)?)?;
+        let family = m.encode_family(&labels)?;
+        if v.fract() == 0.0 && *v >= 0.0 && *v < 9e15 {
+            ConstCounter::new(*v as u64).encode(family)?;
+        } else {
+            ConstCounter::new(*v).encode(family)?;
+        }
     }
     Ok(())
 }
@@ -130,7 +135,7 @@ impl Collector for RunnerCollector {
             )?;
             for (stage, t) in &totals.stages {
                 let labels: &Labels<'_> = &[("stage", stage.as_str())];
-                let buckets = t.duration.cumulative(&DURATION_BUCKETS);
+                let buckets = t.duration.buckets(&DURATION_BUCKETS);
                 m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
                     t.duration.sum,
                     t.duration.count,
@@ -200,7 +205,7 @@ impl Collector for RunnerCollector {
             MetricType::Histogram,
         )?;
         let h = &totals.job_lines;
-        m.encode_histogram::<NoLabelSet>(h.sum, h.count, &h.cumulative(&LINES_BUCKETS), None)
+        m.encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets(&LINES_BUCKETS), None)
     }
 }
 

@@ -104,18 +104,15 @@ impl Hist {
     }
 
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    /// `(upper bound, cumulative count)` per bucket, +Inf last.
-    pub(crate) fn cumulative(&self, bounds: &[f64]) -> Vec<(f64, u64)> {
-        let mut total = 0;
+    /// `(upper bound, count in this bucket alone)` per bucket, +Inf last
+    /// (`prometheus-client` adds them up into the exposition's `le` counts).
+    pub(crate) fn buckets(&self, bounds: &[f64]) -> Vec<(f64, u64)> {
         bounds
             .iter()
             .copied()
             .chain(std::iter::once(f64::INFINITY))
             .enumerate()
-            .map(|(i, b)| {
-                total += self.counts.get(i).copied().unwrap_or(0);
-                (b, total)
-            })
+            .map(|(i, b)| (b, self.counts.get(i).copied().unwrap_or(0)))
             .collect()
     }
 }
@@ -528,10 +525,11 @@ mod tests {
         assert_eq!(s.runs["skipped"], 1);
         assert_eq!(s.duration.count, 1);
         assert!((s.duration.sum - 0.007).abs() < 1e-9);
-        let cum = s.duration.cumulative(&DURATION_BUCKETS);
-        assert_eq!(cum[0], (0.005, 0));
-        assert_eq!(cum[1], (0.01, 1));
-        assert_eq!(cum.last().unwrap().1, 1);
+        let b = s.duration.buckets(&DURATION_BUCKETS);
+        assert_eq!(b[0], (0.005, 0));
+        assert_eq!(b[1], (0.01, 1));
+        assert_eq!(b.last().unwrap(), &(f64::INFINITY, 0));
+        assert_eq!(b.len(), DURATION_BUCKETS.len() + 1);
         assert_eq!(t.jobs_started, 2);
         assert_eq!(t.lines, 20);
     }
