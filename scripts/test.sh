@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, browser test included.
 #
-# Installs Debian's chromium and chromium-driver, tmux and nodejs when they
+# Installs Debian's chromium and chromium-driver, tmux, nodejs and prometheus when they
 # are missing (as root, or through sudo, with one apt-get), then runs every
 # test with every feature. With
 # PIPELINE_REQUIRE_BROWSER=1 the browser test fails, instead of skipping,
@@ -12,11 +12,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What the suite needs from Debian: the browser tests' chromium and
-# chromedriver, the terminal view's tmux, the page's node (JavaScript tests).
+# chromedriver, the terminal view's tmux, the page's node (JavaScript tests),
+# and prometheus (with promtool) for the metrics tests.
 need=()
 [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]] || need+=(chromium chromium-driver)
 command -v tmux >/dev/null || need+=(tmux)
 command -v node >/dev/null || need+=(nodejs)
+# The metrics tests' real Prometheus server and its promtool.
+[[ -x /usr/bin/prometheus && -x /usr/bin/promtool ]] || need+=(prometheus)
 if (( ${#need[@]} )); then
     echo "scripts/test.sh: installing ${need[*]}" >&2
     if [[ $(id -u) -eq 0 ]]; then

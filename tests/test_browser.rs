@@ -164,7 +164,8 @@ async fn scroll_terminal_to_top(client: &Client) -> Result<()> {
     Ok(())
 }
 
-/// Waits until the connection indicator says the job's stream has finished.
+/// Waits until the connection indicator says the job's stream has finished
+/// and the stage history fetched after its end (the "usual" durations) is in.
 async fn wait_finished(client: &Client) -> Result<()> {
     client
         .wait()
@@ -172,6 +173,13 @@ async fn wait_finished(client: &Client) -> Result<()> {
         .for_element(Locator::Css(r#"#connection[data-state="finished"]"#))
         .await
         .context("the page never showed the job as finished")?;
+    wait_js(
+        client,
+        "return document.documentElement.dataset.history === 'fresh'",
+        UI_TIMEOUT,
+        "the stage history after the job's end",
+    )
+    .await?;
     Ok(())
 }
 

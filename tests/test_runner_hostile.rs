@@ -332,7 +332,7 @@ async fn unknown_routes_and_methods_never_reach_a_handler() {
         ("TRACE", "/", 405),
         ("FOO", "/api/jobs", 405),
         ("PROPFIND", "/", 405),
-        ("DELETE", "/api/jobs/x", 405),
+        ("PUT", "/api/jobs/x", 405),
         ("PUT", "/api/jobs/x/cancel", 405),
         ("GET", "/index.html", 404),
         ("GET", "/.env", 404),
@@ -433,8 +433,11 @@ async fn pipeline_output_cannot_inject_html_or_sse_frames() {
     assert_safe_headers("stages", stages.headers());
     let stages: Value = serde_json::from_slice(&stages.bytes().await.unwrap()).unwrap();
     assert_eq!(
-        stages,
-        json!([{"layer":1,"layer_name":"<img src=x onerror=alert(1)>"}])
+        (
+            &stages["stages"][0]["layer"],
+            &stages["stages"][0]["layer_name"]
+        ),
+        (&json!(1), &json!("<img src=x onerror=alert(1)>"))
     );
     // An unknown status counts as `error`, the worst.
     let detail = get_json(&format!("{}/api/jobs/{id}", srv.url))

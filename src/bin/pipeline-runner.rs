@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_pipeline::runner::{serve, shutdown_signal, Runner};
+use tracing_pipeline::runner::{serve, shutdown_signal, Runner, RunnerOptions};
 
 /// Serves a web page that runs a pipeline and shows each stage's status live.
 #[derive(Debug, Parser)]
@@ -50,9 +50,64 @@ struct Args {
     /// always served; other names are refused, against DNS rebinding.
     #[arg(long, value_name = "NAME")]
     allow_host: Vec<String>,
+    /// Jobs that run at once; more wait as `queued` and start in order
+    /// [default: the number of CPUs].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..10_000))]
+    max_running: Option<u64>,
+    /// Keep at most N finished jobs: older ones are deleted [default: all].
+    #[arg(long, value_name = "N")]
+    keep_jobs: Option<usize>,
+    /// Delete finished jobs older than D days (fractions allowed) [default: never].
+    #[arg(long, value_name = "D", value_parser = positive)]
+    keep_days: Option<f64>,
+    /// The key of a stage's terminal metadata that holds its token count.
+    #[arg(long, value_name = "KEY", default_value = "tokens_used")]
+    tokens_field: String,
+    /// Price of 1,000 tokens, for the estimated cost in the API and metrics.
+    #[arg(long, value_name = "PRICE", value_parser = non_negative)]
+    price_per_1k_tokens: Option<f64>,
+    /// Link to a job's trace: a URL with {trace_id} (and optionally
+    /// {span_id}), e.g. 'https://tempo.example/trace/{trace_id}'.
+    #[arg(long, value_name = "TEMPLATE", value_parser = trace_template)]
+    trace_url: Option<String>,
     /// The pipeline command and its arguments, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<OsString>,
+}
+
+fn number(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| format!("{s:?} is not a number"))
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    number(s).and_then(|v| {
+        if v > 0.0 {
+            Ok(v)
+        } else {
+            Err("must be above 0".into())
+        }
+    })
+}
+
+fn non_negative(s: &str) -> Result<f64, String> {
+    number(s).and_then(|v| {
+        if v >= 0.0 {
+            Ok(v)
+        } else {
+            Err("must not be negative".into())
+        }
+    })
+}
+
+fn trace_template(s: &str) -> Result<String, String> {
+    if s.contains("{trace_id}") {
+        Ok(s.to_owned())
+    } else {
+        Err("the template must contain {trace_id}".into())
+    }
 }
 
 fn main() -> ExitCode {
@@ -101,7 +156,16 @@ fn main() -> ExitCode {
     } else {
         args.command
     };
-    let runner = match Runner::open(command, &args.data_dir) {
+    let mut options = RunnerOptions::default()
+        .keep_jobs(args.keep_jobs)
+        .keep_days(args.keep_days)
+        .tokens_field(args.tokens_field)
+        .price_per_1k_tokens(args.price_per_1k_tokens)
+        .trace_url(args.trace_url);
+    if let Some(n) = args.max_running {
+        options = options.max_running(n as usize);
+    }
+    let runner = match Runner::open_with(command, &args.data_dir, options) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("{e}");

@@ -7,13 +7,16 @@
 //! | `POST /api/jobs` | starts a job: optional body `{"job_id":"..."}` → 201 `{"job_id":"..."}` |
 //! | `GET /api/jobs?limit&before&status&q` | a page of job summaries, newest first |
 //! | `GET /api/jobs/{id}` | a summary plus its `stages` |
-//! | `POST /api/jobs/{id}/cancel` | 202, or 409 when it has ended |
+//! | `DELETE /api/jobs/{id}` | deletes a finished job; 409 while queued or running |
+//! | `POST /api/jobs/{id}/cancel` | 202 (a queued job leaves the queue), or 409 when it has ended |
+//! | `POST /api/jobs/{id}/rerun` | 201 `{"job_id":NEW,"rerun_of":ID}`; 409 while queued or running |
 //! | `GET /api/jobs/{id}/events?after` | Server-Sent Events, resumable with `Last-Event-ID` |
 //! | `GET /api/jobs/{id}/lines?from&limit&stage&level` | stored lines in bulk, as NDJSON rows |
 //! | `GET /api/jobs/{id}/log` | the whole log as JSON lines, a download |
 //! | `GET /api/jobs/{id}/search?q&level&limit` | the seqs of matching lines |
 //! | `GET /api/stream?job=ID:AFTER&jobs=1` | many jobs' lines, and job-list changes, on one SSE connection |
-//! | `GET /api/stages` | every stage seen so far, ordered by layer |
+//! | `GET /api/stages?window=N` | per-stage statistics over the last N finished jobs |
+//! | `GET /metrics` | Prometheus text format (feature `metrics`) |
 //!
 //! Handlers return `Result<_, RunnerError>`; an error is JSON
 //! `{"error":"..."}` with 400 (bad id, parameter or body), 403
@@ -34,6 +37,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
+use std::sync::atomic::Ordering;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::job::Job;
@@ -41,6 +45,7 @@ use super::joblog::{Record, RecordReader};
 use super::model::validate_job_id;
 use super::model::{log_level, Outcome};
 use super::params::{bad, Params};
+use super::stats::{window_stats, MAX_WINDOW};
 use super::{sse, Runner, RunnerError};
 use crate::Level;
 
@@ -72,17 +77,23 @@ pub fn app(runner: Arc<Runner>) -> Router {
     for &(path, content_type, body) in super::page::ASSETS {
         router = router.route(path, get(move || page(content_type, body)));
     }
-    router
+    router = router
         .route("/api/health", get(health))
         .route("/api/jobs", get(list_jobs).post(create_job))
-        .route("/api/jobs/{id}", get(get_job))
+        .route("/api/jobs/{id}", get(get_job).delete(delete_job))
         .route("/api/jobs/{id}/cancel", post(cancel_job))
+        .route("/api/jobs/{id}/rerun", post(rerun_job))
         .route("/api/jobs/{id}/events", get(job_events))
         .route("/api/jobs/{id}/lines", get(job_lines))
         .route("/api/jobs/{id}/log", get(job_log))
         .route("/api/jobs/{id}/search", get(job_search))
         .route("/api/stream", get(stream))
-        .route("/api/stages", get(list_stages))
+        .route("/api/stages", get(list_stages));
+    #[cfg(feature = "metrics")]
+    {
+        router = router.route("/metrics", get(super::metrics::scrape));
+    }
+    router
         .fallback(|| async { RunnerError::NoRoute })
         .method_not_allowed_fallback(|| async { RunnerError::MethodNotAllowed })
         .layer(middleware::from_fn(same_origin_writes))
@@ -127,7 +138,9 @@ impl IntoResponse for RunnerError {
             RunnerError::UnknownHost | RunnerError::CrossOrigin => StatusCode::FORBIDDEN,
             RunnerError::UnknownJob(_) | RunnerError::NoRoute => StatusCode::NOT_FOUND,
             RunnerError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            RunnerError::DuplicateJob(_) | RunnerError::AlreadyFinished(_) => StatusCode::CONFLICT,
+            RunnerError::DuplicateJob(_)
+            | RunnerError::AlreadyFinished(_)
+            | RunnerError::NotFinished(_) => StatusCode::CONFLICT,
             RunnerError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RunnerError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             RunnerError::EmptyCommand
@@ -220,12 +233,8 @@ struct CreateJob {
 
 const OBJECT_BODY: &str = r#"the body must be a JSON object like {"job_id":"..."}"#;
 
-async fn create_job(
-    State(runner): State<Arc<Runner>>,
-    uri: Uri,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, RunnerError> {
-    Params::parse(&uri, NO_PARAMETERS, &[])?;
+/// The job id a create (or re-run) body asks for, if any.
+fn requested_id(body: Result<Bytes, BytesRejection>) -> Result<Option<String>, RunnerError> {
     let body = match body {
         Ok(body) => body,
         Err(BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_))) => {
@@ -260,17 +269,74 @@ async fn create_job(
         }
         job_id
     };
-    let id = runner.start_job(job_id)?;
-    Ok((StatusCode::CREATED, Json(json!({ "job_id": id }))).into_response())
+    Ok(job_id)
+}
+
+async fn create_job(
+    State(runner): State<Arc<Runner>>,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, RunnerError> {
+    Params::parse(&uri, NO_PARAMETERS, &[])?;
+    let id = runner.start_job(requested_id(body)?)?;
+    let summary = runner.job(&id)?.summary();
+    let mut v = serde_json::to_value(summary).unwrap_or_else(|_| json!({}));
+    v["job_id"] = json!(id);
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+async fn rerun_job(
+    State(runner): State<Arc<Runner>>,
+    path: Result<Path<String>, PathRejection>,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, RunnerError> {
+    let job = job_in(&runner, path)?;
+    Params::parse(&uri, NO_PARAMETERS, &[])?;
+    let id = runner.rerun_job(job.id(), requested_id(body)?)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "job_id": id, "rerun_of": job.id() })),
+    )
+        .into_response())
+}
+
+async fn delete_job(
+    State(runner): State<Arc<Runner>>,
+    path: Result<Path<String>, PathRejection>,
+    uri: Uri,
+) -> Result<Response, RunnerError> {
+    let job = job_in(&runner, path)?;
+    Params::parse(&uri, NO_PARAMETERS, &[])?;
+    runner.delete_job(job.id())?;
+    Ok(Json(json!({ "job_id": job.id(), "deleted": true })).into_response())
 }
 
 async fn health(State(runner): State<Arc<Runner>>, uri: Uri) -> Result<Json<Value>, RunnerError> {
     Params::parse(&uri, NO_PARAMETERS, &[])?;
+    let data_bytes = {
+        let runner = Arc::clone(&runner);
+        tokio::task::spawn_blocking(move || runner.shared().data.size())
+            .await
+            .unwrap_or(0)
+    };
+    let (running, queued) = runner.load();
+    let o = runner.options();
     Ok(Json(json!({
         "ok": true,
         "version": env!("CARGO_PKG_VERSION"),
         "data_dir": runner.data_dir().display().to_string(),
         "jobs": runner.job_count(),
+        "running": running,
+        "queued": queued,
+        "max_running": o.max_running,
+        "data_bytes": data_bytes,
+        "keep_jobs": o.keep_jobs,
+        "keep_days": o.keep_days,
+        "trace_url": o.trace_url,
+        "tokens_field": o.tokens_field,
+        "price_per_1k_tokens": o.price_per_1k_tokens,
+        "sse_clients": runner.shared().counters.sse_clients.load(Ordering::Relaxed),
     })))
 }
 
@@ -315,7 +381,7 @@ async fn get_job(
 ) -> Result<Response, RunnerError> {
     let job = job_in(&runner, path)?;
     Params::parse(&uri, NO_PARAMETERS, &[])?;
-    Ok(Json(job.detail(runner.catalog())).into_response())
+    Ok(Json(job.detail()).into_response())
 }
 
 async fn cancel_job(
@@ -333,14 +399,11 @@ async fn list_stages(
     State(runner): State<Arc<Runner>>,
     uri: Uri,
 ) -> Result<Json<Value>, RunnerError> {
-    Params::parse(&uri, NO_PARAMETERS, &[])?;
-    let list: Vec<_> = runner
-        .catalog()
-        .list()
-        .into_iter()
-        .map(|(layer, layer_name)| json!({ "layer": layer, "layer_name": layer_name }))
-        .collect();
-    Ok(Json(Value::Array(list)))
+    let p = Params::parse(&uri, "window", &[])?;
+    let window = p.number("window", 1, MAX_WINDOW as u64, 50)? as usize;
+    let catalog = runner.shared().catalog.list();
+    let records = runner.records();
+    Ok(Json(window_stats(records, &catalog, window)))
 }
 
 async fn job_events(

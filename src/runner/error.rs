@@ -21,6 +21,9 @@ pub enum RunnerError {
     /// Cancelling a job that has already ended.
     #[error("job {0} has already finished")]
     AlreadyFinished(String),
+    /// Deleting or re-running a job that is still queued or running.
+    #[error("job {0} has not finished: cancel it first")]
+    NotFinished(String),
     /// A new job was requested while the runner is shutting down.
     #[error("the runner is shutting down")]
     ShuttingDown,

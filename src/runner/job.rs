@@ -32,6 +32,7 @@ use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -46,10 +47,14 @@ use super::error::RunnerError;
 use super::joblog::{LogTail, OffsetIndex, Record};
 use super::model::now_timestamp;
 use super::model::{
-    count, layer_order, now_ms, Meta, Outcome, Phase, StageState, Summary, Tracker, CANCELLED,
-    SHUT_DOWN,
+    count, layer_order, now_ms, Meta, Outcome, Phase, StageState, StageStatus, Summary, Tracker,
+    CANCELLED, SHUT_DOWN,
 };
-use super::store::{DataDir, Loaded, StageCatalog};
+use super::options::tokens_in;
+use super::stats::{JobRecord, StageRecord};
+use super::store::Loaded;
+use super::trace::TraceIds;
+use super::{lock, Shared};
 
 /// Batches published but not yet taken by the slowest live client; a client
 /// further behind catches up from the file.
@@ -81,15 +86,19 @@ pub(crate) enum Msg {
 /// summary whenever a job is created or ends.
 pub(crate) type ListSender = broadcast::Sender<Arc<str>>;
 
-/// One job, running or past.
+/// One job, queued, running or past.
 #[derive(Debug)]
 pub(crate) struct Job {
     id: String,
-    started_at: String,
-    started: Instant,
+    created_at: String,
+    rerun_of: Option<String>,
+    trace: Option<TraceIds>,
     events_path: PathBuf,
+    shared: Arc<Shared>,
     inner: Mutex<Inner>,
     cancel: Notify,
+    /// Becomes `true` when the job is deleted: its streams end.
+    deleted: watch::Sender<bool>,
 }
 
 #[derive(Debug)]
@@ -98,6 +107,8 @@ struct Inner {
     /// Set when the job ends.
     outcome: Option<Outcome>,
     reason: Option<String>,
+    started_at: Option<String>,
+    started: Option<Instant>,
     finished_at: Option<String>,
     duration_ms: Option<u64>,
     exit_code: Option<i32>,
@@ -107,11 +118,12 @@ struct Inner {
     /// `None` once the job has ended.
     tx: Option<broadcast::Sender<Msg>>,
     cancel_requested: bool,
+    queue_position: Option<u64>,
 }
 
 impl Job {
-    /// A job loaded from the data directory (it has ended).
-    pub(crate) fn past(loaded: Loaded) -> Job {
+    /// A job loaded from the data directory: ended, or still queued.
+    pub(crate) fn past(loaded: Loaded, shared: Arc<Shared>) -> Job {
         let Loaded {
             meta,
             events_path,
@@ -119,26 +131,42 @@ impl Job {
             index,
         } = loaded;
         let s = meta.summary;
-        let tracker = Tracker::ended(meta.stages, s.status);
+        let queued = s.state == Phase::Queued;
+        let tracker = if queued {
+            Tracker::default()
+        } else {
+            Tracker::ended(meta.stages, s.status)
+        };
+        let trace = s
+            .trace_id
+            .clone()
+            .zip(s.span_id.clone())
+            .map(|(trace_id, span_id)| TraceIds { trace_id, span_id });
         Job {
             id: s.job_id,
-            started_at: s.started_at,
-            started: Instant::now(),
+            created_at: s.created_at,
+            rerun_of: s.rerun_of,
+            trace,
             events_path,
+            shared,
             inner: Mutex::new(Inner {
                 phase: s.state,
-                outcome: Some(s.outcome),
+                outcome: (!queued).then_some(s.outcome),
                 reason: s.reason,
+                started_at: s.started_at,
+                started: None,
                 finished_at: s.finished_at,
                 duration_ms: s.duration_ms,
                 exit_code: s.exit_code,
                 tracker,
                 last_seq,
                 index,
-                tx: None,
+                tx: queued.then(|| broadcast::channel(BROADCAST_CAPACITY).0),
                 cancel_requested: false,
+                queue_position: None,
             }),
             cancel: Notify::new(),
+            deleted: watch::Sender::new(false),
         }
     }
 
@@ -146,9 +174,9 @@ impl Job {
         &self.id
     }
 
-    /// When it started (RFC 3339): with the id, its place in the job list.
-    pub(crate) fn started_at(&self) -> &str {
-        &self.started_at
+    /// When it was asked for (RFC 3339): with the id, its place in the job list.
+    pub(crate) fn created_at(&self) -> &str {
+        &self.created_at
     }
 
     pub(crate) fn events_path(&self) -> &PathBuf {
@@ -159,35 +187,71 @@ impl Job {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    pub(crate) fn phase(&self) -> Phase {
+        self.lock().phase
+    }
+
+    pub(crate) fn finished_at(&self) -> Option<String> {
+        self.lock().finished_at.clone()
+    }
+
+    pub(crate) fn set_queue_position(&self, position: Option<u64>) {
+        self.lock().queue_position = position;
+    }
+
     pub(crate) fn summary(&self) -> Summary {
         let inner = self.lock();
         self.summary_of(&inner)
     }
 
     fn summary_of(&self, inner: &Inner) -> Summary {
+        let options = &self.shared.options;
+        let mut tokens = None;
+        for s in &inner.tracker.stages {
+            if let Ok(Some(t)) = tokens_in(s.metadata.as_ref(), &options.tokens_field) {
+                tokens = Some(tokens.unwrap_or(0.0) + t);
+            }
+        }
         Summary {
             job_id: self.id.clone(),
             state: inner.phase,
             status: inner.tracker.status,
-            outcome: inner.outcome.unwrap_or(Outcome::Running),
+            outcome: inner.outcome.unwrap_or(if inner.phase == Phase::Queued {
+                Outcome::Queued
+            } else {
+                Outcome::Running
+            }),
             reason: inner.reason.clone(),
-            started_at: self.started_at.clone(),
+            created_at: self.created_at.clone(),
+            started_at: inner.started_at.clone(),
             finished_at: inner.finished_at.clone(),
             duration_ms: inner.duration_ms,
             exit_code: inner.exit_code,
             lines: inner.last_seq,
             counts: count(&inner.tracker.stages),
+            queue_position: inner.queue_position,
+            rerun_of: self.rerun_of.clone(),
+            trace_id: self.trace.as_ref().map(|t| t.trace_id.clone()),
+            span_id: self.trace.as_ref().map(|t| t.span_id.clone()),
+            trace_url: self
+                .trace
+                .as_ref()
+                .and_then(|t| options.trace_link(&t.trace_id, Some(&t.span_id))),
+            tokens,
+            cost: tokens.and_then(|t| options.cost(t)),
         }
     }
 
     /// The summary and this job's stages (those it has not reached, known
     /// from earlier jobs, as `pending`), ordered by layer, then first seen.
-    pub(crate) fn detail(&self, catalog: &StageCatalog) -> Meta {
+    pub(crate) fn detail(&self) -> Meta {
         let (summary, own) = {
             let inner = self.lock();
             (self.summary_of(&inner), inner.tracker.stages.clone())
         };
-        let mut stages: Vec<StageState> = catalog
+        let mut stages: Vec<StageState> = self
+            .shared
+            .catalog
             .list()
             .into_iter()
             .map(|(layer, layer_name)| {
@@ -203,10 +267,68 @@ impl Job {
             }
         }
         stages.sort_by(|a, b| layer_order(&a.layer, &b.layer));
+        let options = &self.shared.options;
+        for s in &mut stages {
+            s.tokens = tokens_in(s.metadata.as_ref(), &options.tokens_field)
+                .ok()
+                .flatten();
+            s.trace_url = match (&self.trace, &s.span_id) {
+                (Some(t), Some(span)) => options.trace_link(&t.trace_id, Some(span)),
+                _ => None,
+            };
+        }
         Meta { summary, stages }
     }
 
-    /// Asks the job to stop. False when it has already ended.
+    /// What the job contributes to the statistics, once it has ended; a
+    /// bad tokens value is reported (once per stage name) when `report`.
+    pub(crate) fn record(&self, report: bool) -> JobRecord {
+        let inner = self.lock();
+        let field = &self.shared.options.tokens_field;
+        let stages = inner
+            .tracker
+            .stages
+            .iter()
+            .filter(|s| !matches!(s.status, StageStatus::Pending | StageStatus::Running))
+            .map(|s| {
+                let tokens = match tokens_in(s.metadata.as_ref(), field) {
+                    Ok(t) => t,
+                    Err(problem) => {
+                        if report {
+                            self.shared.report_bad_tokens(
+                                &self.id,
+                                &s.layer_name,
+                                &problem,
+                                s.metadata.as_ref().and_then(|m| m.get(field)),
+                            );
+                        }
+                        None
+                    }
+                };
+                StageRecord {
+                    layer: s.layer.clone(),
+                    layer_name: s.layer_name.clone(),
+                    status: s.status,
+                    duration_ms: s.duration_ms,
+                    tokens,
+                }
+            })
+            .collect();
+        JobRecord {
+            job_id: self.id.clone(),
+            finished_at: inner
+                .finished_at
+                .clone()
+                .unwrap_or_else(|| self.created_at.clone()),
+            outcome: inner.outcome.unwrap_or(Outcome::Interrupted),
+            started: inner.started_at.is_some(),
+            lines: inner.last_seq,
+            bytes: std::fs::metadata(&self.events_path).map_or(0, |m| m.len()),
+            stages,
+        }
+    }
+
+    /// Asks a running job to stop. False when it is not running.
     pub(crate) fn cancel(&self) -> bool {
         let mut inner = self.lock();
         if inner.phase != Phase::Running {
@@ -217,6 +339,24 @@ impl Job {
             self.cancel.notify_one();
         }
         true
+    }
+
+    /// Marks the job deleted: its streams end.
+    pub(crate) fn mark_deleted(&self) {
+        self.deleted.send_replace(true);
+    }
+
+    /// Becomes `true` when the job is deleted.
+    pub(crate) fn deleted(&self) -> watch::Receiver<bool> {
+        self.deleted.subscribe()
+    }
+
+    /// Ends the streams of a queued job (the runner shuts down; the job
+    /// stays queued in the data directory).
+    pub(crate) fn close_streams(&self) {
+        if let Some(tx) = self.lock().tx.take() {
+            let _ = tx.send(Msg::End);
+        }
     }
 
     /// A receiver for lines after the returned sequence number (`None` when
@@ -241,6 +381,10 @@ impl Job {
         let status = self.lock().tracker.status;
         serde_json::json!({ "job_id": self.id, "status": status }).to_string()
     }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
 }
 
 /// Announces `summary` to the job list's watchers.
@@ -250,28 +394,28 @@ fn announce(list: &ListSender, summary: &Summary) {
     }
 }
 
-/// Creates job `id` in the data directory, starts `command` for it and the
-/// task that supervises it.
-pub(crate) fn start(
+/// Creates job `id` in the data directory, queued: [`launch`] starts it.
+/// The job list's watchers are told by [`announce_queued`] or [`launch`].
+pub(crate) fn create(
     id: &str,
-    command: &[OsString],
-    data: &DataDir,
-    catalog: Arc<StageCatalog>,
-    shutdown: watch::Receiver<bool>,
-    list: ListSender,
-) -> Result<(Arc<Job>, JoinHandle<()>), RunnerError> {
-    let started_at = now_timestamp();
+    rerun_of: Option<String>,
+    shared: &Arc<Shared>,
+) -> Result<Arc<Job>, RunnerError> {
     let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
-    let events_path = data.job_dir(id).join("events.jsonl");
+    let events_path = shared.data.job_dir(id).join("events.jsonl");
     let job = Arc::new(Job {
         id: id.to_owned(),
-        started_at,
-        started: Instant::now(),
+        created_at: now_timestamp(),
+        rerun_of,
+        trace: Some(TraceIds::random()),
         events_path,
+        shared: Arc::clone(shared),
         inner: Mutex::new(Inner {
-            phase: Phase::Running,
+            phase: Phase::Queued,
             outcome: None,
             reason: None,
+            started_at: None,
+            started: None,
             finished_at: None,
             duration_ms: None,
             exit_code: None,
@@ -280,41 +424,103 @@ pub(crate) fn start(
             index: OffsetIndex::default(),
             tx: Some(tx),
             cancel_requested: false,
+            queue_position: None,
         }),
         cancel: Notify::new(),
+        deleted: watch::Sender::new(false),
     });
     let summary = job.summary();
-    let file = data.create_job(&Meta {
-        summary: summary.clone(),
+    drop(shared.data.create_job(&Meta {
+        summary,
         stages: Vec::new(),
-    })?;
-    announce(&list, &summary);
+    })?);
+    Ok(job)
+}
+
+/// Tells the job list's watchers that `job` is queued (if it still is).
+pub(crate) fn announce_queued(job: &Job) {
+    let summary = job.summary();
+    if summary.state == Phase::Queued {
+        announce(&job.shared.list_events, &summary);
+    }
+}
+
+/// Starts `command` for a queued job, and the task that supervises it.
+/// The task calls `Shared::job_ended` once the job's end is recorded.
+pub(crate) fn launch(
+    job: &Arc<Job>,
+    command: &[OsString],
+    shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let shared = Arc::clone(&job.shared);
+    let meta = {
+        let mut inner = job.lock();
+        inner.phase = Phase::Running;
+        inner.started_at = Some(now_timestamp());
+        inner.started = Some(Instant::now());
+        inner.queue_position = None;
+        lock(&shared.totals).jobs_started += 1;
+        Meta {
+            summary: job.summary_of(&inner),
+            stages: Vec::new(),
+        }
+    };
+    if let Err(e) = shared.data.write_meta(&meta) {
+        tracing::error!("{e}");
+    }
+    announce(&shared.list_events, &meta.summary);
+    let out = open_log(job);
     let mut cmd = Command::new(&command[0]);
     cmd.args(&command[1..])
-        .env("JOB_ID", id)
+        .env("JOB_ID", &job.id)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    if let Some(trace) = &job.trace {
+        cmd.env("TRACEPARENT", trace.traceparent());
+    }
     // Its own process group: a Ctrl-C in the runner's terminal reaches the
     // runner only (which then stops the child and records it), and stopping
     // the job stops whatever the command started too.
     #[cfg(unix)]
     cmd.process_group(0);
     let child = cmd.spawn();
-    let recorder = Recorder {
-        job: Arc::clone(&job),
-        out: tokio::fs::File::from_std(file),
-        buf: Vec::new(),
-        tail: LogTail::default(),
-        tracker: Tracker::default(),
-        catalog,
-        data: data.clone(),
-        list,
-        write_failed: false,
-    };
-    let task = tokio::spawn(supervise(recorder, child, shutdown));
-    Ok((job, task))
+    let rec = Recorder::new(job, out);
+    let job = Arc::clone(job);
+    tokio::spawn(async move {
+        supervise(rec, child, shutdown).await;
+        shared.job_ended(&job, true);
+    })
+}
+
+/// Ends a job that never started (cancelled while queued): its end lines
+/// are recorded as for any job.
+pub(crate) fn end_unstarted(job: &Arc<Job>) -> JoinHandle<()> {
+    let rec = Recorder::new(job, open_log(job));
+    let job = Arc::clone(job);
+    tokio::spawn(async move {
+        rec.finish(End::Cancelled).await;
+        job.shared.job_ended(&job, false);
+    })
+}
+
+fn open_log(job: &Job) -> Option<tokio::fs::File> {
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&job.events_path)
+    {
+        Ok(f) => Some(tokio::fs::File::from_std(f)),
+        Err(e) => {
+            tracing::error!("cannot open {}: {e}", job.events_path.display());
+            job.shared
+                .counters
+                .write_errors
+                .fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
 }
 
 /// How a child's run ended.
@@ -466,16 +672,15 @@ async fn send_batches(
 /// The single writer of a job's lines.
 struct Recorder {
     job: Arc<Job>,
-    out: tokio::fs::File,
+    /// `None` when the log could not be opened (every write then fails).
+    out: Option<tokio::fs::File>,
     /// A batch's lines as written to the file, reused.
     buf: Vec<u8>,
     tail: LogTail,
     /// The job's tracker as of the last line numbered (the job's copy is
     /// updated once the batch is written).
     tracker: Tracker,
-    catalog: Arc<StageCatalog>,
-    data: DataDir,
-    list: ListSender,
+    shared: Arc<Shared>,
     write_failed: bool,
 }
 
@@ -493,6 +698,18 @@ fn attribute(mut data: String, stage: &StageState) -> String {
 }
 
 impl Recorder {
+    fn new(job: &Arc<Job>, out: Option<tokio::fs::File>) -> Recorder {
+        Recorder {
+            job: Arc::clone(job),
+            out,
+            buf: Vec::new(),
+            tail: LogTail::default(),
+            tracker: Tracker::default(),
+            shared: Arc::clone(&job.shared),
+            write_failed: false,
+        }
+    }
+
     /// Numbers a batch, writes it with one write, flushes, then publishes it.
     async fn record(&mut self, batch: Vec<Classified>) {
         if batch.is_empty() {
@@ -519,9 +736,28 @@ impl Recorder {
             };
             records.push(self.tail.append(data, &mut self.buf, &mut index));
         }
-        let mut result = self.out.write_all(&self.buf).await;
+        let counters = &self.shared.counters;
+        counters
+            .lines_received
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        let mut result = match &mut self.out {
+            Some(out) => out.write_all(&self.buf).await,
+            None => Err(io::Error::other("the log file is not open")),
+        };
         if result.is_ok() {
-            result = self.out.flush().await;
+            if let Some(out) = &mut self.out {
+                result = out.flush().await;
+            }
+        }
+        if result.is_ok() {
+            counters
+                .lines_stored
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            counters
+                .bytes_stored
+                .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+        } else {
+            counters.write_errors.fetch_add(1, Ordering::Relaxed);
         }
         if self.buf.capacity() > 4 * BATCH_BYTES {
             // One huge line must not keep its buffer for the job's life.
@@ -547,7 +783,7 @@ impl Recorder {
             }
         }
         for (layer, name) in new_stages {
-            self.catalog.note(layer, &name);
+            self.shared.catalog.note(layer, &name);
         }
     }
 
@@ -573,10 +809,11 @@ impl Recorder {
             }
             End::SpawnFailed(e) => format!("cannot start the pipeline: {e}"),
         };
-        let elapsed = self.job.started.elapsed().as_millis() as u64;
+        let started = self.job.lock().started;
+        let elapsed = started.map(|s| s.elapsed().as_millis() as u64);
         let lines = self
             .tracker
-            .end_lines(&self.job.id, &reason, now_ms(), elapsed);
+            .end_lines(&self.job.id, &reason, now_ms(), elapsed.unwrap_or(0));
         let closing: Vec<Classified> = lines
             .into_iter()
             .map(|data| {
@@ -588,7 +825,9 @@ impl Recorder {
             })
             .collect();
         self.record(closing).await;
-        let _ = self.out.shutdown().await;
+        if let Some(out) = &mut self.out {
+            let _ = out.shutdown().await;
+        }
         // A clean exit whose pipeline_complete said nothing has no reason.
         let reason = match &end {
             End::Exited(Ok(status)) if status.success() => self.tracker.complete_error.clone(),
@@ -598,7 +837,7 @@ impl Recorder {
             let mut inner = self.job.lock();
             inner.tracker = self.tracker.clone();
             inner.finished_at = Some(now_timestamp());
-            inner.duration_ms = Some(elapsed);
+            inner.duration_ms = elapsed;
             inner.exit_code = exit_code;
             inner.reason = reason;
             inner.outcome = Some(outcome.unwrap_or(Outcome::of_status(inner.tracker.status)));
@@ -612,10 +851,10 @@ impl Recorder {
                 summary,
             )
         };
-        if let Err(e) = self.data.write_meta(&meta) {
+        if let Err(e) = self.shared.data.write_meta(&meta) {
             tracing::error!("{e}");
         }
-        announce(&self.list, &summary);
+        announce(&self.shared.list_events, &summary);
         let mut inner = self.job.lock();
         if let Some(tx) = inner.tx.take() {
             let _ = tx.send(Msg::End);

@@ -37,10 +37,11 @@
 //! `docs/runner.md` describes the HTTP API, the data directory and how to put
 //! the runner behind a reverse proxy.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
@@ -50,22 +51,31 @@ pub mod classify;
 mod error;
 mod job;
 mod joblog;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod model;
+mod options;
 mod page;
 mod params;
+mod retention;
 mod server;
 mod sse;
+mod stats;
 mod store;
+mod trace;
 
 pub use api::app;
 pub use error::RunnerError;
 pub use model::validate_job_id;
+pub use options::{RunnerOptions, MAX_TOKENS};
 pub use server::{serve, shutdown_signal, HEADER_READ_TIMEOUT};
 
 use job::{Job, ListSender};
 #[cfg(test)]
 use model::now_timestamp;
-use model::{Outcome, Summary};
+use model::{Outcome, Phase, Summary};
+use options::BadTokens;
+use stats::{DeletedLog, JobRecord, Totals};
 use store::{DataDir, StageCatalog};
 
 /// Job-list changes kept for a slow watcher before it gets the whole list.
@@ -83,16 +93,86 @@ fn host_name(host: &str) -> &str {
     }
 }
 
+/// The runner's health counters (they feed `GET /metrics`).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) sse_clients: AtomicI64,
+    pub(crate) lines_received: AtomicU64,
+    pub(crate) lines_stored: AtomicU64,
+    pub(crate) bytes_stored: AtomicU64,
+    pub(crate) write_errors: AtomicU64,
+}
+
+/// What every job of a runner shares: its settings, the data directory,
+/// the stage catalogue, the job list's watchers, the statistics.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) options: RunnerOptions,
+    pub(crate) data: DataDir,
+    pub(crate) catalog: StageCatalog,
+    pub(crate) list_events: ListSender,
+    pub(crate) counters: Counters,
+    /// Totals over every finished job, deleted ones included.
+    pub(crate) totals: Mutex<Totals>,
+    /// Deleted jobs' records.
+    pub(crate) deleted: Mutex<DeletedLog>,
+    /// Stage names whose bad tokens value has been reported.
+    bad_tokens: Mutex<HashSet<String>>,
+    runner: Weak<Runner>,
+}
+
+impl Shared {
+    /// Called by a job's task once its end is recorded.
+    fn job_ended(&self, job: &Job, was_running: bool) {
+        let record = job.record(true);
+        lock(&self.totals).add(&record, false);
+        if let Some(runner) = self.runner.upgrade() {
+            if was_running {
+                let mut jobs = runner.lock_jobs();
+                jobs.running = jobs.running.saturating_sub(1);
+            }
+            runner.dispatch();
+            runner.apply_retention();
+        }
+    }
+
+    fn report_bad_tokens(
+        &self,
+        job_id: &str,
+        stage: &str,
+        problem: &BadTokens,
+        value: Option<&serde_json::Value>,
+    ) {
+        let mut seen = lock(&self.bad_tokens);
+        if seen.len() < 10_000 && seen.insert(stage.to_owned()) {
+            let what = match problem {
+                BadTokens::NotANumber => "not a number",
+                BadTokens::Negative => "negative",
+                BadTokens::TooLarge => "over 1e15",
+            };
+            tracing::warn!(
+                "job {job_id}, stage {stage:?}: {} = {} is {what}: ignored \
+                 (reported once per stage)",
+                self.options.tokens_field,
+                value.map_or_else(String::new, |v| v.to_string()),
+            );
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock leaves the data consistent enough.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The service's state: the fixed pipeline command, the data directory and
-/// every job, running or past. Shared by all requests as `Arc<Runner>`.
+/// every job, queued, running or past. Shared by all requests as `Arc<Runner>`.
 #[derive(Debug)]
 pub struct Runner {
     command: Vec<OsString>,
-    data: DataDir,
-    catalog: Arc<StageCatalog>,
+    shared: Arc<Shared>,
     jobs: Mutex<Jobs>,
     shutdown: watch::Sender<bool>,
-    list_events: ListSender,
     /// Host names (besides IP addresses and `localhost`) that requests may
     /// name in their `Host` header: see [`Runner::allow_hosts`].
     allowed_hosts: std::sync::RwLock<Vec<String>>,
@@ -101,40 +181,96 @@ pub struct Runner {
 #[derive(Debug, Default)]
 struct Jobs {
     by_id: HashMap<String, Arc<Job>>,
-    /// Oldest first, by start time, then id.
+    /// Oldest first, by creation time, then id.
     order: Vec<Arc<Job>>,
+    /// Jobs waiting for a slot, first come first.
+    queue: VecDeque<Arc<Job>>,
+    /// Jobs whose child is running (or being stopped).
+    running: usize,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Runner {
     /// Opens (or creates) the data directory, loads the jobs recorded there
     /// (a job that was running when the last runner stopped is marked
-    /// `interrupted`), and returns a runner that runs `command` for each job.
+    /// `interrupted`), and returns a runner that runs `command` for each job,
+    /// with the default [`RunnerOptions`].
     /// Fails early when the directory cannot be written.
     pub fn open(
         command: Vec<OsString>,
         data_dir: impl Into<PathBuf>,
     ) -> Result<Arc<Runner>, RunnerError> {
+        Runner::open_with(command, data_dir, RunnerOptions::default())
+    }
+
+    /// [`Runner::open`] with `options`. Jobs still queued in the data
+    /// directory are queued again, in their order, and start once the
+    /// runner is served ([`serve`]) or a job is started. Retention runs
+    /// once here.
+    pub fn open_with(
+        command: Vec<OsString>,
+        data_dir: impl Into<PathBuf>,
+        options: RunnerOptions,
+    ) -> Result<Arc<Runner>, RunnerError> {
         if command.is_empty() {
             return Err(RunnerError::EmptyCommand);
         }
+        let options = RunnerOptions {
+            max_running: options.max_running.max(1),
+            ..options
+        };
         let data = DataDir::open(data_dir.into())?;
-        let catalog = Arc::new(StageCatalog::load(&data)?);
-        let mut jobs = Jobs::default();
-        for loaded in store::load_jobs(&data, &catalog)? {
-            let job = Arc::new(Job::past(loaded));
-            jobs.by_id.insert(job.id().to_owned(), Arc::clone(&job));
-            jobs.order.push(job);
-        }
-        Ok(Arc::new(Runner {
-            command,
-            data,
-            catalog,
-            jobs: Mutex::new(jobs),
-            shutdown: watch::Sender::new(false),
-            list_events: broadcast::channel(LIST_EVENTS).0,
-            allowed_hosts: std::sync::RwLock::new(Vec::new()),
-        }))
+        let catalog = StageCatalog::load(&data)?;
+        let deleted = DeletedLog::load(data.path()).map_err(|source| RunnerError::DataDir {
+            path: data.path().join("deleted.jsonl"),
+            source,
+        })?;
+        let loaded = store::load_jobs(&data, &catalog)?;
+        let runner = Arc::new_cyclic(|weak: &Weak<Runner>| {
+            let shared = Arc::new(Shared {
+                options,
+                data,
+                catalog,
+                list_events: broadcast::channel(LIST_EVENTS).0,
+                counters: Counters::default(),
+                totals: Mutex::new(Totals::default()),
+                deleted: Mutex::new(deleted),
+                bad_tokens: Mutex::new(HashSet::new()),
+                runner: weak.clone(),
+            });
+            let mut jobs = Jobs::default();
+            let mut totals = lock(&shared.deleted).totals();
+            for l in loaded {
+                let job = Arc::new(Job::past(l, Arc::clone(&shared)));
+                if job.phase() == Phase::Queued {
+                    jobs.queue.push_back(Arc::clone(&job));
+                } else {
+                    totals.add(&job.record(false), true);
+                }
+                jobs.by_id.insert(job.id().to_owned(), Arc::clone(&job));
+                jobs.order.push(job);
+            }
+            let c = &shared.counters;
+            c.lines_received.store(totals.lines, Ordering::Relaxed);
+            c.lines_stored.store(totals.lines, Ordering::Relaxed);
+            c.bytes_stored.store(totals.bytes, Ordering::Relaxed);
+            *lock(&shared.totals) = totals;
+            renumber(&jobs.queue);
+            Runner {
+                command,
+                shared,
+                jobs: Mutex::new(jobs),
+                shutdown: watch::Sender::new(false),
+                allowed_hosts: std::sync::RwLock::new(Vec::new()),
+            }
+        });
+        runner.apply_retention();
+        Ok(runner)
+    }
+
+    /// The runner's settings.
+    pub fn options(&self) -> &RunnerOptions {
+        &self.shared.options
     }
 
     /// Adds host names that requests may carry in their `Host` header.
@@ -169,11 +305,32 @@ impl Runner {
 
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
-        self.data.path()
+        self.shared.data.path()
     }
 
-    /// Starts a job with `id` (a generated one when `None`) and returns its id.
+    /// Creates a job with `id` (a generated one when `None`) and returns its
+    /// id. It starts at once when fewer than
+    /// [`max_running`](RunnerOptions::max_running) jobs run, and waits as
+    /// `queued` otherwise. Must be called within a tokio runtime.
     pub fn start_job(&self, id: Option<String>) -> Result<String, RunnerError> {
+        self.create_job(id, None)
+    }
+
+    /// Starts a new job that re-runs the finished job `original` (the same
+    /// command; the new job's `rerun_of` names the original).
+    pub fn rerun_job(&self, original: &str, id: Option<String>) -> Result<String, RunnerError> {
+        let job = self.job(original)?;
+        if matches!(job.phase(), Phase::Running | Phase::Queued) {
+            return Err(RunnerError::NotFinished(original.to_owned()));
+        }
+        self.create_job(id, Some(original.to_owned()))
+    }
+
+    fn create_job(
+        &self,
+        id: Option<String>,
+        rerun_of: Option<String>,
+    ) -> Result<String, RunnerError> {
         let id = match id {
             Some(id) => {
                 validate_job_id(&id)?;
@@ -181,35 +338,71 @@ impl Runner {
             }
             None => crate::reference::generate_job_id(),
         };
-        let mut jobs = self.lock_jobs();
-        if *self.shutdown.borrow() {
-            return Err(RunnerError::ShuttingDown);
-        }
-        if jobs.by_id.contains_key(&id) {
-            return Err(RunnerError::DuplicateJob(id));
-        }
-        let (job, task) = job::start(
-            &id,
-            &self.command,
-            &self.data,
-            Arc::clone(&self.catalog),
-            self.shutdown.subscribe(),
-            self.list_events.clone(),
-        )?;
-        jobs.by_id.insert(id.clone(), Arc::clone(&job));
-        let key = (job.started_at(), job.id());
-        let at = jobs
-            .order
-            .partition_point(|j| (j.started_at(), j.id()) <= key);
-        jobs.order.insert(at, job);
-        jobs.tasks.retain(|t| !t.is_finished());
-        jobs.tasks.push(task);
+        let job = {
+            let mut jobs = self.lock_jobs();
+            if *self.shutdown.borrow() {
+                return Err(RunnerError::ShuttingDown);
+            }
+            if jobs.by_id.contains_key(&id) {
+                return Err(RunnerError::DuplicateJob(id));
+            }
+            let job = job::create(&id, rerun_of, &self.shared)?;
+            jobs.by_id.insert(id.clone(), Arc::clone(&job));
+            // Creation times only grow, so this is the end but for ties.
+            let key = (job.created_at(), job.id());
+            let at = jobs
+                .order
+                .partition_point(|j| (j.created_at(), j.id()) <= key);
+            jobs.order.insert(at, Arc::clone(&job));
+            jobs.queue.push_back(Arc::clone(&job));
+            renumber(&jobs.queue);
+            job
+        };
+        self.dispatch();
+        // A job that started at once was announced running.
+        job::announce_queued(&job);
         Ok(id)
     }
 
-    /// Asks a running job to stop; it is recorded as ended with error `cancelled`.
+    /// Starts queued jobs while slots are free (not once shutting down,
+    /// nor outside a tokio runtime).
+    pub(crate) fn dispatch(&self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let mut jobs = self.lock_jobs();
+        let mut changed = false;
+        while !*self.shutdown.borrow() && jobs.running < self.shared.options.max_running {
+            let Some(job) = jobs.queue.pop_front() else {
+                break;
+            };
+            changed = true;
+            jobs.running += 1;
+            let task = job::launch(&job, &self.command, self.shutdown.subscribe());
+            jobs.tasks.retain(|t| !t.is_finished());
+            jobs.tasks.push(task);
+        }
+        if changed {
+            renumber(&jobs.queue);
+        }
+    }
+
+    /// Asks a running job to stop (it is recorded as ended with error
+    /// `cancelled`), or takes a queued job out of the queue (it ends
+    /// `cancelled` without having started).
     pub fn cancel_job(&self, id: &str) -> Result<(), RunnerError> {
         let job = self.job(id)?;
+        {
+            let mut jobs = self.lock_jobs();
+            if let Some(i) = jobs.queue.iter().position(|j| j.id() == id) {
+                jobs.queue.remove(i);
+                renumber(&jobs.queue);
+                job.set_queue_position(None);
+                let task = job::end_unstarted(&job);
+                jobs.tasks.push(task);
+                return Ok(());
+            }
+        }
         if job.cancel() {
             Ok(())
         } else {
@@ -217,12 +410,87 @@ impl Runner {
         }
     }
 
+    /// Deletes a finished job: its directory, its place in the list. Its
+    /// statistics stay in the totals and the stage window. Streams of its
+    /// lines end; the job list's watchers get `{"job_id":ID,"deleted":true}`.
+    pub fn delete_job(&self, id: &str) -> Result<(), RunnerError> {
+        validate_job_id(id)?;
+        let job = {
+            let mut jobs = self.lock_jobs();
+            let job = jobs
+                .by_id
+                .get(id)
+                .cloned()
+                .ok_or_else(|| RunnerError::UnknownJob(id.to_owned()))?;
+            if matches!(job.phase(), Phase::Running | Phase::Queued) {
+                return Err(RunnerError::NotFinished(id.to_owned()));
+            }
+            jobs.by_id.remove(id);
+            jobs.order.retain(|j| j.id() != id);
+            job
+        };
+        let record = job.record(false);
+        if let Err(e) = lock(&self.shared.deleted).push(record) {
+            tracing::error!("cannot record deleted job {id} in deleted.jsonl: {e}");
+        }
+        job.mark_deleted();
+        if let Err(e) = self.shared.data.remove_job(id) {
+            tracing::error!("{e}");
+        }
+        let note = serde_json::json!({ "job_id": id, "deleted": true }).to_string();
+        let _ = self.shared.list_events.send(note.into());
+        Ok(())
+    }
+
+    /// Deletes the finished jobs that `--keep-jobs` / `--keep-days` no
+    /// longer keep. Never a queued or running job.
+    pub(crate) fn apply_retention(&self) {
+        let options = &self.shared.options;
+        if options.keep_jobs.is_none() && options.keep_days.is_none() {
+            return;
+        }
+        let finished: Vec<(String, Option<u64>)> = self
+            .lock_jobs()
+            .order
+            .iter()
+            .filter(|j| !matches!(j.phase(), Phase::Running | Phase::Queued))
+            .map(|j| {
+                let at = j
+                    .finished_at()
+                    .as_deref()
+                    .or(Some(j.created_at()))
+                    .and_then(model::parse_timestamp_ms);
+                (j.id().to_owned(), at)
+            })
+            .collect();
+        let doomed = retention::to_delete(
+            &finished,
+            options.keep_jobs,
+            options.keep_days,
+            model::now_ms(),
+        );
+        for id in doomed {
+            match self.delete_job(&id) {
+                Ok(()) => tracing::info!("retention: deleted job {id}"),
+                Err(RunnerError::UnknownJob(_)) => {}
+                Err(e) => tracing::warn!("retention: job {id}: {e}"),
+            }
+        }
+    }
+
     /// Stops every running job (each is recorded as ended with error
     /// `runner shut down`), waits until their ends are written, and refuses
-    /// new jobs from then on.
+    /// new jobs from then on. Queued jobs stay queued in the data
+    /// directory (the next runner on it starts them); their streams end.
     pub async fn shutdown(&self) {
         self.shutdown.send_replace(true);
-        let tasks = std::mem::take(&mut self.lock_jobs().tasks);
+        let (tasks, queued) = {
+            let mut jobs = self.lock_jobs();
+            (std::mem::take(&mut jobs.tasks), jobs.queue.clone())
+        };
+        for job in queued {
+            job.close_streams();
+        }
         for task in tasks {
             let _ = task.await;
         }
@@ -244,9 +512,28 @@ impl Runner {
         list
     }
 
-    /// The number of jobs, running or past.
+    /// The number of jobs, queued, running or past.
     pub(crate) fn job_count(&self) -> usize {
         self.lock_jobs().order.len()
+    }
+
+    /// `(running, queued)` now.
+    pub(crate) fn load(&self) -> (usize, usize) {
+        let jobs = self.lock_jobs();
+        (jobs.running, jobs.queue.len())
+    }
+
+    /// Statistics records of every finished job: stored ones and the
+    /// recent deleted ones.
+    pub(crate) fn records(&self) -> Vec<JobRecord> {
+        let stored: Vec<Arc<Job>> = self.lock_jobs().order.clone();
+        let mut records: Vec<JobRecord> = stored
+            .iter()
+            .filter(|j| !matches!(j.phase(), Phase::Running | Phase::Queued))
+            .map(|j| j.record(false))
+            .collect();
+        records.extend(lock(&self.shared.deleted).recent.iter().cloned());
+        records
     }
 
     /// One page of the job list, newest first: the jobs older than `before`
@@ -271,8 +558,8 @@ impl Runner {
                     },
                     other => other,
                 })?;
-                let key = (job.started_at(), job.id());
-                jobs.partition_point(|j| (j.started_at(), j.id()) < key)
+                let key = (job.created_at(), job.id());
+                jobs.partition_point(|j| (j.created_at(), j.id()) < key)
             }
         };
         let matches = |s: &Summary| {
@@ -307,7 +594,7 @@ impl Runner {
 
     /// A receiver of job-list changes: each a job's summary as JSON.
     pub(crate) fn list_events(&self) -> broadcast::Receiver<Arc<str>> {
-        self.list_events.subscribe()
+        self.shared.list_events.subscribe()
     }
 
     /// Every job's summary as JSON, newest first.
@@ -324,13 +611,19 @@ impl Runner {
         self.shutdown.subscribe()
     }
 
-    pub(crate) fn catalog(&self) -> &StageCatalog {
-        &self.catalog
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     fn lock_jobs(&self) -> MutexGuard<'_, Jobs> {
-        // A panic while holding the lock leaves the map consistent enough.
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.jobs)
+    }
+}
+
+/// Tells each queued job its 1-based place.
+fn renumber(queue: &VecDeque<Arc<Job>>) {
+    for (i, job) in queue.iter().enumerate() {
+        job.set_queue_position(Some(i as u64 + 1));
     }
 }
 

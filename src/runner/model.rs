@@ -31,6 +31,8 @@ pub(crate) const INTERRUPTED: &str = "interrupted: the runner stopped while the 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Phase {
+    /// Waiting for a free slot (`--max-running`).
+    Queued,
     Running,
     Finished,
     /// It was running when the runner stopped without recording its end.
@@ -41,6 +43,7 @@ pub(crate) enum Phase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Outcome {
+    Queued,
     Running,
     Success,
     Partial,
@@ -53,7 +56,8 @@ pub(crate) enum Outcome {
 
 impl Outcome {
     /// Every value, in the order the API documents them.
-    pub(crate) const ALL: [Outcome; 6] = [
+    pub(crate) const ALL: [Outcome; 7] = [
+        Outcome::Queued,
         Outcome::Running,
         Outcome::Success,
         Outcome::Partial,
@@ -64,6 +68,7 @@ impl Outcome {
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
+            Outcome::Queued => "queued",
             Outcome::Running => "running",
             Outcome::Success => "success",
             Outcome::Partial => "partial",
@@ -109,7 +114,13 @@ pub(crate) struct Summary {
     pub(crate) outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) reason: Option<String>,
-    pub(crate) started_at: String,
+    /// When the job was asked for. Absent in data directories written by
+    /// older runners (then its `started_at`: see [`Summary::fill_in`]).
+    #[serde(default)]
+    pub(crate) created_at: String,
+    /// When its child was started; absent while it is queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) started_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) finished_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,6 +131,40 @@ pub(crate) struct Summary {
     pub(crate) lines: u64,
     #[serde(default)]
     pub(crate) counts: Counts,
+    /// 1-based, while queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) queue_position: Option<u64>,
+    /// The job this one re-runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) rerun_of: Option<String>,
+    /// The W3C trace the runner gave the job (32 lowercase hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) trace_id: Option<String>,
+    /// The runner's own root span of the job's trace (16 lowercase hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) span_id: Option<String>,
+    /// `--trace-url` with the ids filled in (derived, never read back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) trace_url: Option<String>,
+    /// Total tokens over the job's stages (derived, never read back).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "whole_if_whole"
+    )]
+    pub(crate) tokens: Option<f64>,
+    /// Estimated cost of those tokens (derived, never read back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cost: Option<f64>,
+}
+
+/// A token count as an integer when it is whole (`1200`, not `1200.0`).
+fn whole_if_whole<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) if v.fract() == 0.0 && v.abs() < 9e15 => s.serialize_i64(*v as i64),
+        Some(v) => s.serialize_f64(*v),
+        None => s.serialize_none(),
+    }
 }
 
 fn unknown_outcome() -> Outcome {
@@ -130,7 +175,14 @@ fn unknown_outcome() -> Outcome {
 impl Summary {
     /// Derives what a `meta.json` of an older runner lacks.
     pub(crate) fn fill_in(&mut self, stages: &[StageState]) {
-        if self.state != Phase::Running && self.outcome == Outcome::Running {
+        if self.created_at.is_empty() {
+            self.created_at = self.started_at.clone().unwrap_or_default();
+        }
+        if self.state == Phase::Queued {
+            self.outcome = Outcome::Queued;
+        }
+        if !matches!(self.state, Phase::Running | Phase::Queued) && self.outcome == Outcome::Running
+        {
             self.outcome = match (self.state, self.reason.as_deref()) {
                 (Phase::Interrupted, _) | (_, Some(SHUT_DOWN)) => Outcome::Interrupted,
                 (_, Some(CANCELLED)) => Outcome::Cancelled,
@@ -139,7 +191,7 @@ impl Summary {
         }
         if self.duration_ms.is_none() {
             if let (Some(a), Some(b)) = (
-                parse_timestamp_ms(&self.started_at),
+                self.started_at.as_deref().and_then(parse_timestamp_ms),
                 self.finished_at.as_deref().and_then(parse_timestamp_ms),
             ) {
                 self.duration_ms = Some(b.saturating_sub(a));
@@ -181,6 +233,26 @@ pub(crate) struct StageState {
     /// The terminal line's `metadata`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) metadata: Option<Map<String, Value>>,
+    /// When its `layer_start` was read (the runner's clock; the line's own
+    /// timestamp for a log read back after a crash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) started_at: Option<String>,
+    /// When its terminal line was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) finished_at: Option<String>,
+    /// The `span_id` its lines carry (16 lowercase hex), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) span_id: Option<String>,
+    /// Tokens from its terminal metadata (derived, never read back).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "whole_if_whole"
+    )]
+    pub(crate) tokens: Option<f64>,
+    /// `--trace-url` for its span (derived, never read back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) trace_url: Option<String>,
     /// When it started, in ms since the Unix epoch (kept to close it).
     #[serde(skip)]
     pub(crate) started_ms: Option<u64>,
@@ -197,6 +269,11 @@ impl StageState {
             started_seq: None,
             ended_seq: None,
             metadata: None,
+            started_at: None,
+            finished_at: None,
+            span_id: None,
+            tokens: None,
+            trace_url: None,
             started_ms: None,
         }
     }
@@ -326,6 +403,14 @@ impl Tracker {
         let stage = &mut self.stages[i];
         stage.layer = layer.clone();
         stage.status = new_status;
+        let seen_at = at.map(ms_timestamp);
+        if let Some(span) = event
+            .get("span_id")
+            .and_then(Value::as_str)
+            .filter(|s| is_hex(s, 16))
+        {
+            stage.span_id = Some(span.to_owned());
+        }
         match new_status {
             StageStatus::Complete => self.completed += 1,
             StageStatus::Error | StageStatus::Cancelled => self.failed += 1,
@@ -339,7 +424,10 @@ impl Tracker {
             stage.duration_ms = None;
             stage.error = None;
             stage.metadata = None;
+            stage.started_at = seen_at;
+            stage.finished_at = None;
         } else {
+            stage.finished_at = seen_at;
             stage.ended_seq = Some(seq);
             stage.duration_ms = event.get("duration_ms").and_then(Value::as_u64);
             stage.error = event
@@ -439,6 +527,18 @@ pub fn validate_job_id(id: &str) -> Result<(), RunnerError> {
     } else {
         Err(RunnerError::InvalidJobId)
     }
+}
+
+/// `ms` since the Unix epoch as RFC 3339 in UTC with milliseconds.
+pub(crate) fn ms_timestamp(ms: u64) -> String {
+    crate::layer::timestamp(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+}
+
+/// Whether `s` is `len` lowercase hex digits.
+pub(crate) fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Now as RFC 3339 in UTC with milliseconds: `2025-11-29T10:30:45.123Z`.

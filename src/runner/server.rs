@@ -17,6 +17,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// so it cannot hold a connection open without asking for anything.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often `--keep-days` is applied besides at each job's end.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
 /// Serves [`app`] on `listener` until `shutdown` completes; then stops every
 /// running job (see [`Runner::shutdown`]) and waits for open connections to
 /// finish (each event stream ends once its job has ended).
@@ -38,6 +41,20 @@ pub async fn serve(
     use hyper_util::service::TowerToHyperService;
 
     let app = app(Arc::clone(&runner));
+    // Jobs left queued by an earlier runner start now.
+    runner.dispatch();
+    // `--keep-days` also applies while no job ends.
+    let ticker = runner.options().keep_days.map(|_| {
+        let weak = Arc::downgrade(&runner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RETENTION_EVERY);
+            loop {
+                tick.tick().await;
+                let Some(runner) = weak.upgrade() else { break };
+                runner.apply_retention();
+            }
+        })
+    });
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -47,6 +64,9 @@ pub async fn serve(
     let stop = async move {
         shutdown.await;
         runner.shutdown().await;
+        if let Some(t) = ticker {
+            t.abort();
+        }
     };
     tokio::pin!(stop);
     loop {

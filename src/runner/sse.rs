@@ -46,11 +46,12 @@ use std::io::Write;
 use serde_json::Value;
 
 use futures_util::Stream;
-use tokio::sync::{broadcast, mpsc};
+use std::sync::atomic::Ordering;
+use tokio::sync::{broadcast, mpsc, watch};
 
 use super::job::{Job, Msg};
 use super::joblog::{Record, RecordReader};
-use super::Runner;
+use super::{Runner, Shared};
 
 /// Chunks buffered per client between its task and its socket.
 const CLIENT_BUFFER: usize = 4;
@@ -83,8 +84,11 @@ fn sse_response(rx: mpsc::Receiver<Bytes>, keep_alive: Duration) -> Response {
 /// The SSE text for `job`, after line `after`, in chunks of whole events.
 pub(crate) fn events(job: Arc<Job>, after: u64) -> mpsc::Receiver<Bytes> {
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
+    let guard = ClientGuard::new(job.shared());
     tokio::spawn(async move {
-        let mut out = Out::new(tx, Format::Job);
+        let _guard = guard;
+        // A deleted job's stream simply ends.
+        let mut out = Out::new(tx, Format::Job).until_deleted(&job);
         // `None`: the client went away.
         let _ = pump(&job, after, &mut out).await;
     });
@@ -105,14 +109,24 @@ pub(crate) fn multiplex(
     let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
     let list = watch_list.then(|| runner.list_events());
     let mut shutdown = runner.shutdown_flag();
+    let guard = ClientGuard::new(runner.shared());
     for (job, after) in jobs {
         let tag = Value::from(job.id()).to_string();
-        let mut out = Out::new(tx.clone(), Format::Tagged(tag));
+        let mut out = Out::new(tx.clone(), Format::Tagged(tag.clone())).until_deleted(&job);
         tokio::spawn(async move {
-            let _ = pump(&job, after, &mut out).await;
+            if pump(&job, after, &mut out).await.is_none() && out.deleted_seen {
+                // Deleted under the client: its `end` says so.
+                out.chunk.clear();
+                out.chunk.extend_from_slice(b"event: end\n");
+                out.data(&format!(r#"{{"job":{tag},"deleted":true}}"#));
+                out.chunk.push(b'\n');
+                out.deleted = None;
+                let _ = out.flush().await;
+            }
         });
     }
     tokio::spawn(async move {
+        let _guard = guard;
         let mut out = Out::new(tx, Format::Job);
         let Some(mut list) = list else {
             tokio::select! {
@@ -201,11 +215,32 @@ enum Format {
     Tagged(String),
 }
 
+/// Counts a connected event-stream client while it lives.
+struct ClientGuard(Arc<Shared>);
+
+impl ClientGuard {
+    fn new(shared: &Arc<Shared>) -> ClientGuard {
+        shared.counters.sse_clients.fetch_add(1, Ordering::Relaxed);
+        ClientGuard(Arc::clone(shared))
+    }
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.0.counters.sse_clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The chunk being filled, and where it goes.
 struct Out {
     tx: mpsc::Sender<Bytes>,
     chunk: Vec<u8>,
     format: Format,
+    /// When set, the stream stops as soon as this becomes `true` (the job
+    /// was deleted), even while waiting for a slow client.
+    deleted: Option<watch::Receiver<bool>>,
+    /// Whether it stopped for that reason.
+    deleted_seen: bool,
 }
 
 impl Out {
@@ -214,11 +249,22 @@ impl Out {
             tx,
             chunk: Vec::new(),
             format,
+            deleted: None,
+            deleted_seen: false,
         }
+    }
+
+    fn until_deleted(mut self, job: &Job) -> Out {
+        self.deleted = Some(job.deleted());
+        self
     }
 
     /// Adds the message for `record`; sends the chunk if full.
     async fn line(&mut self, record: &Record) -> Option<()> {
+        if self.deleted.as_ref().is_some_and(|d| *d.borrow()) {
+            self.deleted_seen = true;
+            return None;
+        }
         match &self.format {
             Format::Job => {
                 let _ = writeln!(self.chunk, "id: {}", record.seq);
@@ -284,7 +330,16 @@ impl Out {
             return Some(());
         }
         let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK_BYTES + 1024));
-        self.tx.send(Bytes::from(chunk)).await.ok()
+        let Some(deleted) = &mut self.deleted else {
+            return self.tx.send(Bytes::from(chunk)).await.ok();
+        };
+        tokio::select! {
+            sent = self.tx.send(Bytes::from(chunk)) => sent.ok(),
+            _ = deleted.wait_for(|d| *d) => {
+                self.deleted_seen = true;
+                None
+            }
+        }
     }
 }
 
@@ -371,9 +426,7 @@ async fn replay(job: &Job, after: u64, upto: u64, out: &mut Out) -> Option<u64> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runner::store::{DataDir, StageCatalog};
     use std::ffi::OsString;
-    use tokio::sync::broadcast;
 
     /// The `(id, data)` of each event in `text`, and whether it ended with
     /// `event: end`.
@@ -404,27 +457,20 @@ mod tests {
     async fn a_client_that_lags_by_many_batches_gets_every_line_once() {
         let dir = std::env::temp_dir().join(format!("sse-lag-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let data = DataDir::open(dir.clone()).unwrap();
-        let catalog = Arc::new(StageCatalog::load(&data).unwrap());
-        let (_stop, shutdown) = tokio::sync::watch::channel(false);
         let n = 100_000u64;
         let command: Vec<OsString> = ["sh", "-c", "seq 1 100000"]
             .iter()
             .map(OsString::from)
             .collect();
-        let (job, task) = super::super::job::start(
-            "lag",
-            &command,
-            &data,
-            catalog,
-            shutdown,
-            broadcast::channel(1).0,
-        )
-        .unwrap();
+        let runner = Runner::open(command, dir.clone()).unwrap();
+        runner.start_job(Some("lag".into())).unwrap();
+        let job = runner.job("lag").unwrap();
         // Subscribed from the start, but not read until the job has ended:
         // the broadcast laps this client many times over.
         let slow = events(Arc::clone(&job), 0);
-        task.await.unwrap();
+        while job.phase() != crate::runner::model::Phase::Finished {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         let (lines, ended) = parse(&collect(slow).await);
         assert!(ended);
         assert_eq!(

@@ -75,6 +75,8 @@ impl DataDir {
                 Err((_, errno)) => return Err(io_err(&path)(io::Error::from(errno))),
             }
         };
+        // What a deletion cut short (see `remove_job`).
+        let _ = fs::remove_dir_all(root.join("trash"));
         Ok(DataDir {
             root,
             #[cfg(unix)]
@@ -111,6 +113,38 @@ impl DataDir {
             .open(&path)
             .map_err(io_err(&path))?;
         Ok(file)
+    }
+
+    /// Removes a job's directory: first renamed into `trash/` (one atomic
+    /// step: a crash never leaves half a job under `jobs/`), then deleted.
+    pub(crate) fn remove_job(&self, id: &str) -> Result<(), RunnerError> {
+        let trash = self.root.join("trash");
+        fs::create_dir_all(&trash).map_err(io_err(&trash))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let to = trash.join(format!("{id}-{nanos}"));
+        let dir = self.job_dir(id);
+        fs::rename(&dir, &to).map_err(io_err(&dir))?;
+        fs::remove_dir_all(&to).map_err(io_err(&to))
+    }
+
+    /// The bytes the data directory's files use.
+    pub(crate) fn size(&self) -> u64 {
+        fn walk(dir: &Path) -> u64 {
+            let Ok(entries) = fs::read_dir(dir) else {
+                return 0;
+            };
+            entries
+                .flatten()
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => walk(&e.path()),
+                    Ok(_) => e.metadata().map_or(0, |m| m.len()),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(&self.root)
     }
 
     /// Replaces the job's `meta.json` (write a temporary file, then rename).
@@ -229,8 +263,8 @@ pub(crate) fn load_jobs(
         jobs.push(job);
     }
     jobs.sort_by(|a, b| {
-        (&a.meta.summary.started_at, &a.meta.summary.job_id)
-            .cmp(&(&b.meta.summary.started_at, &b.meta.summary.job_id))
+        (&a.meta.summary.created_at, &a.meta.summary.job_id)
+            .cmp(&(&b.meta.summary.created_at, &b.meta.summary.job_id))
     });
     Ok(jobs)
 }
@@ -238,9 +272,11 @@ pub(crate) fn load_jobs(
 /// Reads one job's log back; a job that was cut off is ended and its
 /// `meta.json` rewritten, so a second restart finds it ended.
 fn load(data: &DataDir, mut meta: Meta, events: PathBuf) -> Result<Loaded, RunnerError> {
+    meta.summary.fill_in(&meta.stages);
+    let started_at = meta.summary.started_at.clone().unwrap_or_default();
     let cut_off = (meta.summary.state == Phase::Running).then_some(CutOff {
         job_id: &meta.summary.job_id,
-        started_at: &meta.summary.started_at,
+        started_at: &started_at,
         reason: INTERRUPTED,
     });
     let Recovered { tail, index, ended } =
@@ -253,7 +289,7 @@ fn load(data: &DataDir, mut meta: Meta, events: PathBuf) -> Result<Loaded, Runne
         s.status = tracker.status;
         s.reason = Some(INTERRUPTED.to_owned());
         s.finished_at = Some(now_timestamp());
-        s.duration_ms = super::model::parse_timestamp_ms(&s.started_at)
+        s.duration_ms = super::model::parse_timestamp_ms(&started_at)
             .zip(tracker.last_ms)
             .map(|(a, b)| b.saturating_sub(a));
         meta.stages = tracker.stages;

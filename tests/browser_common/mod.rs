@@ -157,6 +157,7 @@ pub struct Runner {
     /// `http://127.0.0.1:PORT`, without a trailing slash.
     pub base_url: String,
     data_dir: PathBuf,
+    args: Vec<String>,
     command: Vec<String>,
     process: Option<ProcessGroup>,
 }
@@ -165,6 +166,12 @@ impl Runner {
     /// Starts the runner with a fresh data directory named after `test`,
     /// running `command` for each job.
     pub fn start(test: &str, command: &[&str]) -> Result<Self> {
+        Self::start_with_args(test, &[], command)
+    }
+
+    /// Like [`Runner::start`], with extra runner options before the `--`
+    /// (e.g. `--max-running 1`, `--trace-url ...`).
+    pub fn start_with_args(test: &str, args: &[&str], command: &[&str]) -> Result<Self> {
         let data_dir =
             std::env::temp_dir().join(format!("pipeline-browser-{}-{test}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
@@ -172,6 +179,7 @@ impl Runner {
         let mut runner = Runner {
             base_url: String::new(),
             data_dir,
+            args: args.iter().map(|s| s.to_string()).collect(),
             command: command.iter().map(|s| s.to_string()).collect(),
             process: None,
         };
@@ -185,6 +193,7 @@ impl Runner {
             .arg(bind)
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(&self.args)
             .arg("--")
             .args(&self.command);
         let (process, base_url) = ProcessGroup::spawn(cmd, "pipeline-runner", |line| {
@@ -223,11 +232,24 @@ impl Runner {
 
     /// Starts a job through the API (`POST /api/jobs`) and returns its id.
     pub async fn create_job(&self) -> Result<String> {
-        let reply = reqwest::Client::new()
+        self.create_job_body(None).await
+    }
+
+    /// Starts a job with the given id (`POST /api/jobs {"job_id": ID}`).
+    pub async fn create_job_with_id(&self, id: &str) -> Result<String> {
+        self.create_job_body(Some(json!({ "job_id": id }))).await
+    }
+
+    async fn create_job_body(&self, body: Option<Value>) -> Result<String> {
+        let mut request = reqwest::Client::new()
             .post(format!("{}/api/jobs", self.base_url))
-            .header("Origin", &self.base_url)
-            .send()
-            .await?;
+            .header("Origin", &self.base_url);
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body.to_string());
+        }
+        let reply = request.send().await?;
         anyhow::ensure!(
             reply.status().as_u16() == 201,
             "POST /api/jobs answered {}",
@@ -238,6 +260,48 @@ impl Runner {
             .as_str()
             .map(str::to_owned)
             .context("no job_id in the answer")
+    }
+
+    /// A `POST` or `DELETE` to the API (with the page's Origin); returns
+    /// the status and the parsed body (`null` when empty).
+    pub async fn send(&self, method: reqwest::Method, path: &str) -> Result<(u16, Value)> {
+        let reply = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.base_url))
+            .header("Origin", &self.base_url)
+            .send()
+            .await?;
+        let status = reply.status().as_u16();
+        let bytes = reply.bytes().await?;
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        Ok((status, body))
+    }
+
+    /// Polls `GET path` until `ready` accepts the answer, and returns it.
+    pub async fn wait_json(
+        &self,
+        path: &str,
+        timeout: Duration,
+        what: &str,
+        ready: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(value) = self.get_json(path).await {
+                if ready(&value) {
+                    return Ok(value);
+                }
+                if std::time::Instant::now() > deadline {
+                    bail!("timed out after {timeout:?} waiting for {what}; last answer: {value}");
+                }
+            } else if std::time::Instant::now() > deadline {
+                bail!("timed out after {timeout:?} waiting for {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// `GET` a JSON document of the API.

@@ -32,6 +32,8 @@ for (const status of ["pending", "running", "complete", "error", "skipped", "can
   PAIRS.push([status, status + "-bg"], ["text", status + "-bg"]);
 }
 PAIRS.push(["muted", "pending-bg"]);
+// The stage history's marks and the "2.3x p50" text sit on the panel.
+for (const status of ["complete", "error", "skipped", "cancelled", "running"]) PAIRS.push([status, "panel"]);
 
 for (const [name, theme] of [["light", light], ["dark", dark]]) {
   test(`AA contrast in the ${name} theme`, () => {

@@ -139,3 +139,19 @@ test("a big batch keeps every structured line and staged output, and the tail", 
   assert.equal(kept[kept.length - 1].seq, 5000);
   assert.equal(thin(rows.slice(0, 10)).length, 10, "small batches are sent whole");
 });
+
+test("a deleted job's end is passed on as deleted, with its list message", async () => {
+  const e = env();
+  const hub = new StreamHub(e);
+  const a = client();
+  hub.addClient(a);
+  hub.watch(a, "j1", 0);
+  hub.watchJobs(a, true);
+  await e.runTimers();
+  const source = e.sources.find((s) => !s.closed);
+  source.emit("jobs", { job_id: "j1", deleted: true });
+  source.emit("end", { job: "j1", deleted: true });
+  await e.runTimers();
+  assert.deepEqual(a.got.filter((m) => m.type === "end"), [{ type: "end", job: "j1", summary: null, deleted: true }]);
+  assert.deepEqual(a.got.filter((m) => m.type === "jobs").map((m) => m.summary), [{ job_id: "j1", deleted: true }]);
+});

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
 use serde_json::Value;
-use tracing_pipeline::runner::{serve, Runner};
+use tracing_pipeline::runner::{serve, Runner, RunnerOptions};
 
 /// How long any single wait in a test may take before it fails.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
@@ -75,6 +75,22 @@ impl Server {
     pub async fn start(command: Vec<std::ffi::OsString>) -> Server {
         let dir = TempDir::new("srv");
         let runner = Runner::open(command, dir.path().join("data")).unwrap();
+        Server::serve(runner, dir).await
+    }
+
+    /// A server with `options`, on `dir` (a fresh one when `None`; pass the
+    /// `TempDir` a shut-down server returned to restart on its data).
+    pub async fn start_with(
+        command: Vec<std::ffi::OsString>,
+        options: RunnerOptions,
+        dir: Option<TempDir>,
+    ) -> Server {
+        let dir = dir.unwrap_or_else(|| TempDir::new("srv"));
+        let runner = Runner::open_with(command, dir.path().join("data"), options).unwrap();
+        Server::serve(runner, dir).await
+    }
+
+    async fn serve(runner: Arc<Runner>, dir: TempDir) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -157,11 +173,11 @@ where
     }
 }
 
-/// Waits until the job's state is no longer `running`; returns its detail.
+/// Waits until the job's state is neither `queued` nor `running`; returns its detail.
 pub async fn wait_finished(url: &str, id: &str) -> Value {
     poll("the job to finish", || async {
         let v = get_json(&format!("{url}/api/jobs/{id}")).await.ok()?;
-        (v["state"] != "running").then_some(v)
+        (v["state"] != "running" && v["state"] != "queued").then_some(v)
     })
     .await
 }
@@ -480,4 +496,21 @@ pub async fn raw_http(url: &str, request: &[u8]) -> Result<Vec<u8>> {
 pub fn raw_status(reply: &[u8]) -> Option<u16> {
     let text = std::str::from_utf8(reply.get(..12)?).ok()?;
     text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+/// Sends `method` to `url` with `body`; returns the status and the JSON body
+/// (`Null` when it is not JSON).
+pub async fn send_json(method: &str, url: &str, body: &str) -> (u16, Value) {
+    let resp = client()
+        .request(method.parse().unwrap(), url)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }

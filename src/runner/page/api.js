@@ -46,9 +46,17 @@ export function jobDetail(id, signal) {
   return getJson(jobUrl(id), signal);
 }
 
-/** `GET api/stages`: every stage seen so far. */
-export function knownStages(signal) {
-  return getJson("api/stages", signal);
+/**
+ * `GET api/stages?window=N`: per-stage statistics over the last N finished
+ * jobs (`{window, jobs, stages:[...]}`).
+ */
+export function stageStats(window, signal) {
+  return getJson("api/stages?window=" + encodeURIComponent(String(window)), signal);
+}
+
+/** `GET api/health`: the runner's version, data size, retention, queue. */
+export function health(signal) {
+  return getJson("api/health", signal);
 }
 
 /** Parses `application/x-ndjson` rows; a broken row is skipped. */
@@ -113,4 +121,18 @@ export async function createJob() {
 export async function cancelJob(id) {
   const res = await fetch(jobUrl(id, "/cancel"), { method: "POST" });
   if (!res.ok) throw await failure(res);
+}
+
+/** `DELETE api/jobs/{id}`: removes a finished job. */
+export async function deleteJob(id) {
+  const res = await fetch(jobUrl(id), { method: "DELETE" });
+  if (!res.ok) throw await failure(res);
+}
+
+/** `POST api/jobs/{id}/rerun`: starts the job again, resolves to the new id. */
+export async function rerunJob(id) {
+  const res = await fetch(jobUrl(id, "/rerun"), { method: "POST" });
+  if (res.status !== 201) throw await failure(res);
+  const body = await res.json();
+  return body.job_id;
 }

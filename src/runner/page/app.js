@@ -4,11 +4,18 @@
 //
 // Opening a job fetches its detail (stages, counts) and the tail of its
 // lines, then follows the stream from the last line held. State changes are
-// drawn at most once per animation frame. Text from the pipeline is inserted
+// drawn at most once per animation frame. The stage history (`api/stages`)
+// is fetched when the history view opens, when a job view needs it for the
+// first time, and when jobs end or are deleted, at most once a second: never
+// per line, and never once per job. Text from the pipeline is inserted
 // as text, or as HTML only through the ANSI library's escaping (ansi.js).
 
 import * as api from "./api.js";
 import { formatCount, formatDuration, formatTick, formatUtc, formatValue, OUTCOME_WORDS, STAGE_WORDS } from "./format.js";
+import {
+  compareToUsual, DEFAULT_WINDOW, formatCost, formatRate, formatTokens, historyChart, normalizeStats, runnerText,
+  safeHttpUrl, statsByName, summaryText, throttle,
+} from "./history.js";
 import { axisStep, initialJob, initialList, orderedStages, outcomeOf, reduceJob, reduceList, timeline } from "./state.js";
 import { connectStream } from "./stream.js";
 import { AllLines, FilteredLines, renderRow, VirtualTerminal } from "./terminal.js";
@@ -19,6 +26,8 @@ const CONTEXT = 4;
 const TICK_MS = 250;
 const LIST_LIMIT = 50;
 const RENDER_MS = 200;
+const HISTORY_MS = 1000; // the shortest gap between two fetches of the history
+const ENDED = ["finished", "interrupted"];
 let lastRender = -Infinity; // when render() last ran
 
 function el(tag, className, text) {
@@ -47,6 +56,9 @@ const app = {
   connHistory: [],
   tickTimer: null,
   watching: null,
+  // Stage statistics over the last `window` finished jobs.
+  history: { window: DEFAULT_WINDOW, stats: null, byName: new Map(), error: null, fetches: 0 },
+  health: null,
 };
 
 // Diagnostics (read by the browser tests): the longest main-thread task the
@@ -74,6 +86,7 @@ window.pipelinePage = {
       ended: app.job.ended,
       total: app.lines ? app.lines.count() : 0,
     },
+  historyFetches: () => app.history.fetches,
 };
 
 const terminal = new VirtualTerminal($("terminal"), { jobId: () => (app.job ? app.job.jobId : "") });
@@ -128,6 +141,7 @@ async function openJob(id) {
   app.tickTimer = setInterval(() => {
     if (app.job && !app.job.ended && !app.down) renderTimeline();
   }, TICK_MS);
+  if (app.history.stats === null) requestHistory();
   render();
   await loadJob(generation);
 }
@@ -175,12 +189,7 @@ async function loadJob(generation) {
     })
   );
   loadStageStarts(generation);
-  api
-    .knownStages()
-    .then((known) => {
-      if (generation === app.generation && Array.isArray(known)) dispatch({ type: "known-stages", stages: known });
-    })
-    .catch(() => {});
+  dispatchKnownStages();
   if (app.job.ended) loadFailure(generation);
 }
 
@@ -215,6 +224,7 @@ function showEmpty() {
   closeJob();
   $("job-view").hidden = true;
   $("empty-view").hidden = false;
+  lastHistory = null;
   render();
 }
 
@@ -253,7 +263,13 @@ function handleStreamMessage(msg) {
       }
       break;
     case "end":
+      if (msg.deleted) {
+        jobDeleted(msg.job);
+        break;
+      }
       if (app.job && msg.job === app.job.jobId) {
+        // The usual durations now count this run too.
+        requestHistory();
         dispatch({ type: "end", summary: msg.summary });
         app.watching = null;
         syncTotal(msg.summary);
@@ -271,12 +287,115 @@ function handleStreamMessage(msg) {
       }
       break;
     case "jobs":
-      app.list = reduceList(app.list, { type: "job", summary: msg.summary });
-      scheduleRender();
+      onJobMessage(msg.summary);
       break;
     default:
       break;
   }
+}
+
+// A `jobs` message: a job was created, changed state, or was deleted.
+function onJobMessage(summary) {
+  if (!summary || typeof summary.job_id !== "string") return;
+  const before = app.list.jobs.find((j) => j.job_id === summary.job_id);
+  app.list = reduceList(app.list, { type: "job", summary });
+  requestHealth();
+  if (summary.deleted) {
+    jobDeleted(summary.job_id);
+    return;
+  }
+  if (ENDED.includes(summary.state)) requestHistory();
+  const open = app.job;
+  if (open && summary.job_id === open.jobId) {
+    dispatch({ type: "summary", summary });
+    // A job that ended without its stream (cancelled while queued, say):
+    // the detail has the final word.
+    if (ENDED.includes(summary.state) && !open.ended) refreshDetail();
+  } else if (open && open.outcome === "queued" && summary.state !== "queued") {
+    refreshDetail(); // the open job may have moved up the queue
+  }
+  // Other queued jobs moved up when one left the queue.
+  const left = before && outcomeOf(before) === "queued" && summary.state !== "queued";
+  if (left && app.list.jobs.some((j) => outcomeOf(j) === "queued")) refreshList();
+  scheduleRender();
+}
+
+// A job is gone: out of the list, and the open view says so.
+function jobDeleted(id) {
+  app.list = reduceList(app.list, { type: "job", summary: { job_id: id, deleted: true } });
+  requestHistory();
+  if (app.job && app.job.jobId === id) {
+    if (app.watching === id) stream.unwatch(id);
+    app.watching = null;
+    dispatch({ type: "deleted" });
+  }
+  scheduleRender();
+}
+
+// At most one detail fetch in flight for the open job, the last one winning.
+let detailTimer = null;
+function refreshDetail() {
+  if (detailTimer !== null) return;
+  detailTimer = setTimeout(() => {
+    detailTimer = null;
+    if (!app.job || app.job.deleted) return;
+    const generation = app.generation;
+    api
+      .jobDetail(app.job.jobId)
+      .then((detail) => {
+        if (generation !== app.generation) return;
+        dispatch({ type: "detail", detail });
+        syncTotal(detail);
+        if (app.job.ended && app.watching) {
+          stream.unwatch(app.watching);
+          app.watching = null;
+        }
+      })
+      .catch(() => {});
+  }, 300);
+}
+
+let listTimer = null;
+function refreshList() {
+  if (listTimer !== null) return;
+  listTimer = setTimeout(() => {
+    listTimer = null;
+    loadList();
+  }, 500);
+}
+
+// ---------------------------------------------------------------- history and health
+
+const requestHistory = throttle(HISTORY_MS, async () => {
+  const h = app.history;
+  const size = h.window;
+  h.fetches += 1;
+  try {
+    const answer = await api.stageStats(size);
+    if (size !== app.history.window) return;
+    const stats = normalizeStats(answer);
+    app.history = { ...app.history, stats, byName: statsByName(stats), error: null };
+    dispatchKnownStages();
+  } catch (err) {
+    app.history = { ...app.history, error: err.message };
+  }
+  scheduleRender();
+});
+
+const requestHealth = throttle(HISTORY_MS, async () => {
+  try {
+    app.health = await api.health();
+  } catch (_) {
+    // The banner says when the runner is unreachable.
+  }
+  scheduleRender();
+});
+
+// Stages seen in recent jobs show as pending in a job that has not reached them.
+function dispatchKnownStages() {
+  const stats = app.history.stats;
+  if (!app.job || !stats || !app.job.loaded) return;
+  dispatch({ type: "known-stages", stages: stats.stages.map((s) => ({ layer_name: s.name, layer: s.layer })) });
 }
 
 // The terminal covers every line a summary counts (any it lacks are
@@ -293,6 +412,8 @@ function recovered() {
   $("run-error").hidden = true;
   $("run-error").textContent = "";
   loadList();
+  requestHealth();
+  if (app.history.stats !== null || !app.job) requestHistory();
   if (app.job && (app.job.loadError || !app.job.loaded)) {
     app.job = { ...app.job, loadError: null };
     loadJob(app.generation);
@@ -329,6 +450,8 @@ function parseRoute() {
 function route() {
   const r = parseRoute();
   if (!r) {
+    // The home view is the stage history: fetched each time it opens.
+    requestHistory();
     if (app.job) showEmpty();
     else render();
     return;
@@ -515,12 +638,17 @@ function render() {
   renderConnection();
   renderList();
   renderJob();
+  renderHistory();
   renderTitle();
+  $("runner-info").textContent = runnerText(app.health);
+  // For tests and tools: whether the usual durations shown are up to date.
+  document.documentElement.dataset.history = requestHistory.busy() ? "pending" : "fresh";
 }
 
 function connectionState() {
   const job = app.job;
   if (app.down) return "down";
+  if (job && job.deleted) return "deleted";
   if (job && job.notFound) return "unavailable";
   if (job && job.ended) return "finished";
   if (job && !job.loaded) return job.loadError ? "down" : "connecting";
@@ -532,7 +660,7 @@ function renderConnection() {
   const node = $("connection");
   if (node.dataset.state !== state) {
     node.dataset.state = state;
-    node.textContent = { down: "unreachable", idle: "idle", live: "live", connecting: "connecting", finished: "finished", unavailable: "no such job" }[state] || state;
+    node.textContent = { down: "unreachable", idle: "idle", live: "live", connecting: "connecting", finished: "finished", unavailable: "no such job", deleted: "deleted" }[state] || state;
   }
   if (app.connHistory[app.connHistory.length - 1] !== state) app.connHistory.push(state);
   node.dataset.history = app.connHistory.join(" ");
@@ -546,12 +674,15 @@ function renderTitle() {
   if (job && job.notFound) {
     outcome = "unknown";
     title = "No such job \u2014 Pipeline runner";
+  } else if (job && job.deleted) {
+    outcome = "unknown";
+    title = "Deleted job \u2014 Pipeline runner";
   } else if (job) {
     outcome = job.outcome;
     title = (OUTCOME_WORDS[job.outcome] || job.outcome) + " \u00b7 " + job.jobId + " \u2014 Pipeline runner";
   }
   if (document.title !== title) document.title = title;
-  const icon = "favicon-" + (["running", "success", "partial", "error", "cancelled", "interrupted"].includes(outcome) ? outcome : "idle") + ".svg";
+  const icon = "favicon-" + (["queued", "running", "success", "partial", "error", "cancelled", "interrupted"].includes(outcome) ? outcome : "idle") + ".svg";
   const link = $("favicon");
   if (link.getAttribute("href") !== icon) link.setAttribute("href", icon);
 }
@@ -571,13 +702,15 @@ function renderJob() {
   }
   $("job-id").textContent = job.jobId;
   const pill = $("job-outcome");
-  const word = job.notFound ? "no such job" : OUTCOME_WORDS[job.outcome] || job.outcome;
+  const gone = job.notFound || job.deleted;
+  const word = job.deleted ? "deleted" : job.notFound ? "no such job" : OUTCOME_WORDS[job.outcome] || job.outcome;
   pill.textContent = word;
-  pill.dataset.status = job.notFound ? "unknown" : job.outcome;
+  pill.dataset.status = gone ? "unknown" : job.outcome;
 
   const reason = $("job-reason");
   let reasonText = null;
-  if (job.notFound) reasonText = "No such job: the runner does not know " + job.jobId + ".";
+  if (job.deleted) reasonText = "This job was deleted: its log is gone (its stages still count in the history).";
+  else if (job.notFound) reasonText = "No such job: the runner does not know " + job.jobId + ".";
   else if (job.loadError) reasonText = "Could not load the job: " + job.loadError;
   else if (job.outcome === "cancelled") reasonText = job.reason && job.reason !== "cancelled" ? job.reason : "Cancelled on request.";
   else if (job.reason && job.outcome !== "success") reasonText = job.reason;
@@ -586,22 +719,49 @@ function renderJob() {
   reason.dataset.outcome = job.outcome;
 
   const s = job.summary || {};
+  const queued = job.outcome === "queued" && !job.ended;
+  const queueLine = $("job-queue");
+  queueLine.hidden = !queued || gone;
+  if (queued) {
+    const pos = typeof s.queue_position === "number" ? "position " + formatCount(s.queue_position) + " in the queue" : "in the queue";
+    queueLine.textContent = "Waiting for a free slot: " + pos + ". It starts when a running job ends; Cancel takes it out of the queue.";
+    queueLine.dataset.position = typeof s.queue_position === "number" ? String(s.queue_position) : "";
+  }
   const parts = [];
+  if (s.created_at && (!s.started_at || queued)) parts.push("created " + formatUtc(s.created_at));
   if (s.started_at) parts.push("started " + formatUtc(s.started_at));
   const duration = typeof s.duration_ms === "number" ? s.duration_ms : job.pipelineDurationMs;
   if (job.ended && typeof duration === "number") parts.push(formatDuration(duration));
   else if (!job.ended && s.started_at) parts.push(formatDuration((app.frozenNow || Date.now()) - Date.parse(s.started_at)) + " so far");
-  parts.push(formatCount(Math.max(job.lastSeq, app.lines ? app.lines.count() : 0)) + " lines");
+  if (!queued) parts.push(formatCount(Math.max(job.lastSeq, app.lines ? app.lines.count() : 0)) + " lines");
   if (typeof s.exit_code === "number") parts.push("exit code " + s.exit_code);
-  $("job-summary").textContent = job.loaded && !job.notFound ? parts.join(" \u00b7 ") : "";
+  const tokens = typeof s.tokens === "number" ? s.tokens : jobTokens(job);
+  if (tokens !== null) parts.push(formatTokens(tokens));
+  if (typeof s.cost === "number") parts.push("est. cost " + formatCost(s.cost));
+  $("job-summary").textContent = job.loaded && !gone ? parts.join(" \u00b7 ") : "";
 
-  const cancellable = job.loaded && !job.ended && !job.notFound && (job.outcome === "running" || job.outcome === "queued" || job.outcome === "unknown");
-  $("cancel").hidden = !cancellable;
-  $("download").hidden = !job.loaded || job.notFound;
-  document.querySelector(".terminal-panel").hidden = job.notFound;
-  document.querySelector(".stages-panel").hidden = job.notFound;
+  const rerunOf = typeof s.rerun_of === "string" && s.rerun_of ? s.rerun_of : null;
+  $("job-rerun-of").hidden = !rerunOf || gone;
+  if (rerunOf) {
+    const link = $("job-rerun-link");
+    link.textContent = rerunOf;
+    link.href = "#/jobs/" + encodeURIComponent(rerunOf);
+  }
+  renderTrace(job, gone);
 
-  if (job.loaded && !job.notFound) {
+  const cancellable = job.loaded && !job.ended && !gone && (job.outcome === "running" || job.outcome === "queued" || job.outcome === "unknown");
+  const cancel = $("cancel");
+  cancel.hidden = !cancellable;
+  cancel.textContent = queued ? "Cancel (leave the queue)" : "Cancel";
+  const finished = job.loaded && job.ended && !gone;
+  $("rerun").hidden = !finished;
+  $("delete").hidden = !finished;
+  $("download").hidden = !job.loaded || gone || queued;
+  document.querySelector(".terminal-panel").hidden = gone;
+  document.querySelector(".stages-panel").hidden = gone;
+
+  if (job.deleted) announce("Job " + job.jobId + " was deleted");
+  else if (job.loaded && !job.notFound) {
     if (job.ended) announce("Job " + job.jobId + " " + word + (reasonText ? ": " + reasonText : ""));
     else announce("Job " + job.jobId + " " + word);
   }
@@ -614,11 +774,52 @@ function renderJob() {
   $("terminal-position").textContent = app.filtered ? formatCount(app.filtered.count()) + " matching lines loaded" : formatCount(total) + " lines";
 }
 
+// The sum of the stages' tokens, while the runner's own total is not known.
+function jobTokens(job) {
+  let total = null;
+  for (const st of Object.values(job.stages)) if (st.tokens !== null) total = (total || 0) + st.tokens;
+  return total;
+}
+
+function renderTrace(job, gone) {
+  const s = job.summary || {};
+  const id = typeof s.trace_id === "string" && /^[0-9a-f]{32}$/.test(s.trace_id) ? s.trace_id : null;
+  const box = $("job-trace");
+  box.hidden = !id || gone;
+  if (!id) return;
+  if ($("trace-id").textContent !== id) {
+    $("trace-id").textContent = id;
+    $("trace-copied").textContent = "";
+  }
+  const url = safeHttpUrl(s.trace_url, location.href);
+  const link = $("trace-link");
+  link.hidden = !url;
+  if (url && link.href !== url) link.href = url;
+}
+
+async function copyTraceId() {
+  const code = $("trace-id");
+  const text = code.textContent;
+  const note = $("trace-copied");
+  try {
+    await navigator.clipboard.writeText(text);
+    note.textContent = "Copied";
+  } catch (_) {
+    // No clipboard access: select it for Ctrl+C.
+    const range = document.createRange();
+    range.selectNodeContents(code);
+    const sel = window.getSelection();
+    sel.removeAllRanges();
+    sel.addRange(range);
+    note.textContent = "Selected: press Ctrl+C to copy";
+  }
+}
+
 function renderFailure() {
   const job = app.job;
   const failed = orderedStages(job).find((s) => s.status === "error");
   const box = $("failure");
-  if (!failed || !job.ended) {
+  if (!failed || !job.ended || job.deleted) {
     box.hidden = true;
     return;
   }
@@ -650,8 +851,16 @@ function stageRow(name) {
   const barLabel = el("span", "bar-label");
   track.append(bar, barLabel);
   const error = el("p", "stage-error");
-  li.append(button, track, error);
-  row = { li, button, layer, duration, status, track, bar, barLabel, error, announced: null };
+  const extra = el("p", "stage-extra");
+  const usual = el("span", "stage-usual");
+  const tokens = el("span", "stage-tokens");
+  const trace = el("a", "stage-trace", "trace");
+  trace.target = "_blank";
+  trace.rel = "noopener noreferrer";
+  trace.setAttribute("aria-label", "Open the trace of stage " + name);
+  extra.append(usual, tokens, trace);
+  li.append(button, track, error, extra);
+  row = { li, button, layer, duration, status, track, bar, barLabel, error, extra, usual, tokens, trace, announced: null };
   stageRows.set(name, row);
   return row;
 }
@@ -680,7 +889,19 @@ function renderStages() {
     row.status.textContent = word;
     const name = [s.name + ": " + word];
     if (duration) name.push(duration);
+    const cmp = s.status === "complete" || s.status === "error" ? usualOf(s) : null;
+    if (cmp) name.push(cmp.label);
+    if (s.tokens !== null) name.push(formatTokens(s.tokens));
     if (s.error && s.status !== "complete") name.push(s.error);
+    row.usual.textContent = cmp ? cmp.text : "";
+    row.usual.dataset.level = cmp ? cmp.level : "";
+    row.usual.title = cmp ? cmp.label : "";
+    row.button.dataset.usual = cmp ? cmp.text : "";
+    row.tokens.textContent = s.tokens !== null ? formatTokens(s.tokens) : "";
+    const traceUrl = safeHttpUrl(s.traceUrl, location.href);
+    row.trace.hidden = !traceUrl;
+    if (traceUrl && row.trace.href !== traceUrl) row.trace.href = traceUrl;
+    row.extra.hidden = !cmp && s.tokens === null && !traceUrl;
     row.button.setAttribute("aria-label", name.join(", "));
     row.button.title = name.join(" \u00b7 ");
     // "cancelled" is already the status word; any other error text shows.
@@ -694,6 +915,12 @@ function renderStages() {
   }
   $("no-stages").hidden = stages.length > 0;
   $("no-stages").textContent = job.ended ? "This job ran no stages." : "No stages yet.";
+}
+
+// This run of a stage against its usual (p50) duration over the history.
+function usualOf(stage) {
+  const stats = app.history.byName.get(stage.name);
+  return stats ? compareToUsual(stage.durationMs, stats.p50) : null;
 }
 
 function renderTimeline() {
@@ -744,7 +971,7 @@ function renderTimeline() {
 function renderStageDetail() {
   const job = app.job;
   const box = $("stage-detail");
-  const stage = app.stage !== null ? job.stages[app.stage] : null;
+  const stage = app.stage !== null && !job.deleted ? job.stages[app.stage] : null;
   if (!stage) {
     box.hidden = true;
     return;
@@ -757,7 +984,15 @@ function renderStageDetail() {
     ["layer", stage.layer === null ? "" : String(stage.layer)],
     ["duration", formatDuration(stage.durationMs)],
   ];
+  const stats = app.history.byName.get(stage.name);
+  if (stats) {
+    const cmp = compareToUsual(stage.durationMs, stats.p50);
+    if (cmp) fields.push(["against usual", cmp.text]);
+    fields.push(["history", summaryText(stats)]);
+  }
   if (stage.error) fields.push(["error", stage.error]);
+  if (stage.tokens !== null) fields.push(["tokens", formatCount(stage.tokens)]);
+  if (stage.spanId) fields.push(["span id", stage.spanId]);
   for (const [k, v] of Object.entries(stage.metadata || {})) fields.push([k, formatValue(v)]);
   const nodes = [];
   for (const [k, v] of fields) {
@@ -767,7 +1002,91 @@ function renderStageDetail() {
     dd.dataset.field = k;
     nodes.push(dt, dd);
   }
+  const traceUrl = safeHttpUrl(stage.traceUrl, location.href);
+  if (traceUrl) {
+    const dd = el("dd");
+    dd.dataset.field = "trace";
+    const a = el("a", null, "open the stage's span");
+    a.href = traceUrl;
+    a.target = "_blank";
+    a.rel = "noopener noreferrer";
+    dd.appendChild(a);
+    nodes.push(el("dt", null, "trace"), dd);
+  }
   $("stage-detail-fields").replaceChildren(...nodes);
+}
+
+// ---------------------------------------------------------------- stage history
+
+const historyRows = new Map();
+let lastHistory = null; // what renderHistory last drew
+
+function historyRow(name) {
+  let row = historyRows.get(name);
+  if (row) return row;
+  const tr = el("tr", "history-row");
+  tr.dataset.stage = name;
+  const head = el("th", "history-stage");
+  head.scope = "row";
+  const layer = el("span", "stage-layer");
+  const label = el("span", "stage-name", name);
+  head.append(layer, label);
+  const cell = (cls, heading) => {
+    const td = el("td", cls);
+    td.dataset.label = heading;
+    return td;
+  };
+  const chart = cell("history-chart-cell", "Recent runs");
+  const runs = cell("num history-runs", "Runs");
+  const p50 = cell("num history-p50", "p50");
+  const p95 = cell("num history-p95", "p95");
+  const failures = cell("num history-failures", "Failures");
+  const tokens = cell("num history-tokens", "Tokens");
+  tr.append(head, chart, runs, p50, p95, failures, tokens);
+  row = { tr, layer, chart, runs, p50, p95, failures, tokens, svg: "" };
+  historyRows.set(name, row);
+  return row;
+}
+
+function renderHistory() {
+  const view = $("empty-view");
+  if (view.hidden) return;
+  const { stats, error, window } = app.history;
+  // Drawn again only when a new answer (or window, or error) came in.
+  const key = [stats, error, window];
+  if (lastHistory && key.every((v, i) => v === lastHistory[i])) return;
+  lastHistory = key;
+  const stages = stats ? stats.stages : [];
+  $("empty-hint").hidden = !!stats && stats.jobs > 0;
+  $("history-error").hidden = !error;
+  $("history-error").textContent = error ? "Could not load the stage history: " + error : "";
+  $("history-jobs").textContent = stats ? formatCount(stats.jobs) + (stats.jobs === 1 ? " job" : " jobs") + " in the window" : "loading\u2026";
+  $("history-window").value = String(window);
+  const table = $("history-table");
+  table.hidden = stages.length === 0;
+  $("history-legend").hidden = stages.length === 0;
+  $("history-empty").hidden = !stats || stages.length > 0;
+  const rows = stages.map((st) => {
+    const row = historyRow(st.name);
+    row.layer.textContent = st.layer === null ? "" : "L" + st.layer;
+    // The chart is escaped markup (history.js); redrawn only when it changes.
+    const svg = historyChart(st);
+    if (svg !== row.svg) {
+      row.chart.innerHTML = svg;
+      row.svg = svg;
+    }
+    row.runs.textContent = formatCount(st.runs);
+    row.p50.textContent = st.p50 === null ? "\u2013" : formatDuration(st.p50);
+    row.p95.textContent = st.p95 === null ? "\u2013" : formatDuration(st.p95);
+    const failed = st.error + st.cancelled;
+    row.failures.textContent = formatRate(st.failureRate) + (failed ? " (" + formatCount(failed) + ")" : "");
+    row.failures.dataset.level = st.failureRate >= 0.25 ? "high" : st.failureRate > 0 ? "some" : "none";
+    row.tokens.textContent = st.tokens === null ? "\u2013" : formatCount(st.tokens);
+    return row.tr;
+  });
+  const body = $("history-rows");
+  const current = [...body.children];
+  if (rows.length !== current.length || rows.some((tr, i) => tr !== current[i])) body.replaceChildren(...rows);
 }
 
 // ---------------------------------------------------------------- jobs list
@@ -807,11 +1126,18 @@ function renderList() {
     const outcome = outcomeOf(job);
     item.pill.textContent = OUTCOME_WORDS[outcome] || outcome;
     item.pill.dataset.status = outcome;
-    const meta = [formatUtc(job.started_at)];
+    const meta = [];
+    if (outcome === "queued") {
+      if (typeof job.queue_position === "number") meta.push("#" + formatCount(job.queue_position) + " in queue");
+      if (job.created_at) meta.push("created " + formatUtc(job.created_at));
+    } else {
+      meta.push(formatUtc(job.started_at || job.created_at));
+    }
     if (typeof job.duration_ms === "number") meta.push(formatDuration(job.duration_ms));
+    if (typeof job.rerun_of === "string") meta.push("re-run of " + job.rerun_of);
     // The open job's count is the live one; the others move with their state.
     const lines = job.job_id === current && app.job ? Math.max(job.lines || 0, app.job.lastSeq) : job.lines;
-    if (typeof lines === "number") meta.push(formatCount(lines) + " lines");
+    if (typeof lines === "number" && outcome !== "queued") meta.push(formatCount(lines) + " lines");
     item.meta.textContent = meta.filter(Boolean).join(" \u00b7 ");
     item.a.classList.toggle("selected", job.job_id === current);
     if (job.job_id === current) item.a.setAttribute("aria-current", "page");
@@ -860,9 +1186,57 @@ async function runJob() {
 
 function askCancel() {
   if (!app.job) return;
-  $("confirm-text").textContent = "Job " + app.job.jobId + " will be stopped; its running stages end as cancelled.";
+  $("confirm-text").textContent =
+    app.job.outcome === "queued"
+      ? "Job " + app.job.jobId + " is waiting in the queue; cancelling takes it out, and it never runs."
+      : "Job " + app.job.jobId + " will be stopped; its running stages end as cancelled.";
   $("confirm-cancel").showModal();
   $("confirm-keep").focus();
+}
+
+async function rerun() {
+  if (!app.job) return;
+  const button = $("rerun");
+  button.disabled = true;
+  try {
+    const id = await api.rerunJob(app.job.jobId);
+    announce("Started job " + id + ", a re-run of " + app.job.jobId);
+    location.hash = "#/jobs/" + encodeURIComponent(id);
+    loadList(null);
+  } catch (err) {
+    $("run-error").textContent = "Could not re-run: " + err.message;
+    $("run-error").hidden = false;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function askDelete() {
+  if (!app.job) return;
+  $("delete-text").textContent =
+    "Job " + app.job.jobId + " and its log will be removed from the runner. Its stages still count in the stage history.";
+  $("confirm-delete").showModal();
+  $("delete-keep").focus();
+}
+
+async function confirmDelete() {
+  $("confirm-delete").close();
+  if (!app.job) return;
+  const id = app.job.jobId;
+  const button = $("delete");
+  button.disabled = true;
+  try {
+    await api.deleteJob(id);
+    jobDeleted(id);
+    announce("Deleted job " + id);
+    location.hash = "#/";
+  } catch (err) {
+    $("run-error").textContent = "Could not delete: " + err.message;
+    $("run-error").hidden = false;
+    button.focus();
+  } finally {
+    button.disabled = false;
+  }
 }
 
 async function confirmCancel() {
@@ -890,6 +1264,17 @@ function start() {
   $("cancel").addEventListener("click", askCancel);
   $("confirm-keep").addEventListener("click", () => $("confirm-cancel").close());
   $("confirm-yes").addEventListener("click", confirmCancel);
+  $("rerun").addEventListener("click", rerun);
+  $("delete").addEventListener("click", askDelete);
+  $("delete-keep").addEventListener("click", () => $("confirm-delete").close());
+  $("delete-yes").addEventListener("click", confirmDelete);
+  $("trace-copy").addEventListener("click", copyTraceId);
+  $("history-window").addEventListener("change", () => {
+    const n = Number($("history-window").value);
+    app.history = { ...app.history, window: n, stats: null, byName: new Map() };
+    scheduleRender();
+    requestHistory();
+  });
   $("stage-detail-close").addEventListener("click", () => selectStage(null));
   $("level").addEventListener("change", () => {
     app.level = $("level").value;
@@ -921,6 +1306,7 @@ function start() {
   window.addEventListener("hashchange", route);
   stream.watchJobs(true);
   loadList(null);
+  requestHealth();
   route();
 }
 

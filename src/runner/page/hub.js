@@ -219,7 +219,7 @@ export class StreamHub {
       if (!c.jobs.has(msg.job)) continue;
       c.jobs.delete(msg.job);
       this.flush(c);
-      c.post({ type: "end", job: msg.job, summary: msg.summary || null });
+      c.post({ type: "end", job: msg.job, summary: msg.summary || null, deleted: msg.deleted === true });
     }
   }
 

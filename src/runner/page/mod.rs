@@ -1,5 +1,6 @@
 //! The page's files, embedded in the binary: the HTML, the stylesheet, the
-//! ES modules (no build step), the vendored ANSI-to-HTML library with its
+//! ES modules (no build step, the stage history's SVG charts drawn by
+//! `history.js`), the vendored ANSI-to-HTML library with its
 //! licence, and one favicon per job outcome (the page switches between them).
 
 /// A favicon: a filled circle in the outcome's colour.
@@ -26,6 +27,7 @@ pub(crate) const ASSETS: &[(&str, &str, &str)] = &[
     ("/ansi.js", JS, include_str!("ansi.js")),
     ("/api.js", JS, include_str!("api.js")),
     ("/format.js", JS, include_str!("format.js")),
+    ("/history.js", JS, include_str!("history.js")),
     ("/hub.js", JS, include_str!("hub.js")),
     ("/state.js", JS, include_str!("state.js")),
     ("/stream.js", JS, include_str!("stream.js")),
@@ -38,6 +40,7 @@ pub(crate) const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("vendor/ansi_up.LICENSE.txt"),
     ),
     ("/favicon-idle.svg", SVG, favicon!("#8c959f")),
+    ("/favicon-queued.svg", SVG, favicon!("#54aeff")),
     ("/favicon-running.svg", SVG, favicon!("#0969da")),
     ("/favicon-success.svg", SVG, favicon!("#1a7f37")),
     ("/favicon-partial.svg", SVG, favicon!("#bf8700")),

@@ -22,6 +22,7 @@ export function initialJob(jobId) {
     jobId,
     loaded: false,
     notFound: false,
+    deleted: false,
     summary: null,
     outcome: "unknown",
     reason: null,
@@ -69,6 +70,9 @@ function newStage(name, layer) {
     startedSeq: null,
     endedSeq: null,
     notRun: false,
+    tokens: null,
+    traceUrl: null,
+    spanId: null,
   };
 }
 
@@ -195,7 +199,9 @@ function applySummary(state, summary) {
 /**
  * Folds one event into a job's state and returns the new state (the old one
  * is not changed). Events:
- * - `{type:"detail", detail}`: `GET /api/jobs/{id}` (summary and stages);
+ * - `{type:"detail", detail}`: `GET /api/jobs/{id}` (summary and stages;
+ *   a stage's tokens come from here only, as the runner counts them with
+ *   its configured metadata key, so a live view and a reload agree);
  * - `{type:"lines", rows:[{seq, data}], lastSeq}`: numbered lines, in
  *   order (`lastSeq`, optional: the last sequence number they cover);
  * - `{type:"end", summary}`: the stream's last word on the job;
@@ -203,6 +209,10 @@ function applySummary(state, summary) {
  *   earlier jobs, shown as pending until they start;
  * - `{type:"stage-start", name, startMs}`: a stage's start time, read from
  *   its layer_start line;
+ * - `{type:"summary", summary}`: a `jobs` message of the stream about this
+ *   job (it left the queue, ended...): its keys are kept, its outcome
+ *   taken while the job runs or waits (the end comes with `end`);
+ * - `{type:"deleted"}`: the job was deleted (by a user or by retention);
  * - `{type:"not-found"}`: the runner does not know this job.
  */
 export function reduceJob(prev, event) {
@@ -220,6 +230,9 @@ export function reduceJob(prev, event) {
         if (typeof s.duration_ms === "number") stage.durationMs = s.duration_ms;
         if (typeof s.error === "string") stage.error = s.error;
         if (s.metadata && typeof s.metadata === "object") stage.metadata = s.metadata;
+        if (typeof s.tokens === "number" && isFinite(s.tokens) && s.tokens >= 0) stage.tokens = s.tokens;
+        if (typeof s.trace_url === "string" && s.trace_url) stage.traceUrl = s.trace_url;
+        if (typeof s.span_id === "string" && s.span_id) stage.spanId = s.span_id;
         if (typeof s.started_seq === "number") stage.startedSeq = s.started_seq;
         if (typeof s.ended_seq === "number") stage.endedSeq = s.ended_seq;
         const started = parseTime(s.started_at);
@@ -281,6 +294,29 @@ export function reduceJob(prev, event) {
       }
       break;
     }
+    case "summary": {
+      const s = event.summary;
+      if (!s || typeof s !== "object" || s.job_id !== state.jobId) return prev;
+      if (s.deleted) return reduceJob(prev, { type: "deleted" });
+      // The line count stays the stream's: lines not yet folded in must not
+      // be skipped as already seen.
+      const merged = { ...(state.summary || {}), ...s, lines: state.summary ? state.summary.lines : undefined };
+      if (state.ended || ENDED_STATES.includes(s.state)) {
+        // The end itself comes with the stream's `end` (or the detail).
+        state.summary = merged;
+        break;
+      }
+      if (s.state === "queued" && state.pipelineStart !== null) return prev;
+      state.summary = merged;
+      const outcome = outcomeOf(s);
+      if (outcome !== "unknown") state.outcome = outcome;
+      break;
+    }
+    case "deleted":
+      if (state.deleted) return prev;
+      state.deleted = true;
+      state.ended = true;
+      break;
     case "not-found":
       state.notFound = true;
       state.loaded = true;
