@@ -51,6 +51,8 @@ mod error;
 mod job;
 mod joblog;
 mod model;
+#[cfg(feature = "nats")]
+pub mod nats;
 mod page;
 mod params;
 mod server;
