@@ -135,3 +135,98 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A `pipeline-runner worker` process, killed (SIGKILL) on drop.
+#[derive(Debug)]
+pub struct WorkerProcess {
+    pub id: String,
+    pub data: TempDir,
+    child: Option<Child>,
+}
+
+impl WorkerProcess {
+    /// Starts a worker for `script` (run by `sh -c`) and waits until it
+    /// says it is connected.
+    pub fn start(url: &str, script: &str, extra: &[&str]) -> WorkerProcess {
+        use std::io::BufRead;
+        let data = TempDir::new("nats-worker");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pipeline-runner"))
+            .arg("worker")
+            .args(["--nats", url, "--worker-ttl", "1"])
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(extra)
+            .args(["--", "sh", "-c", script])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start pipeline-runner worker");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the worker says it is connected");
+        let id = line
+            .strip_prefix("worker ")
+            .and_then(|l| l.split(' ').next())
+            .expect("worker ID connected to URL")
+            .to_owned();
+        WorkerProcess {
+            id,
+            data,
+            child: Some(child),
+        }
+    }
+
+    /// The job's lines as the worker stored them: `(seq, data)`.
+    pub fn stored_lines(&self, job: &str) -> Vec<(u64, String)> {
+        let path = self.data.path().join("jobs").join(job).join("events.jsonl");
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Vec::new();
+        };
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| {
+                (
+                    v["seq"].as_u64().unwrap(),
+                    v["data"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn has_job(&self, job: &str) -> bool {
+        self.data.path().join("jobs").join(job).exists()
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().unwrap()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

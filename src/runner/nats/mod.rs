@@ -31,6 +31,7 @@
 //! and a deployment.
 
 mod bus;
+mod cli;
 mod lost;
 mod worker;
 
@@ -39,5 +40,6 @@ pub use bus::{
     CANCEL_PREFIX, EVENTS_PREFIX, EVENTS_STREAM, JOBS_STREAM, JOBS_SUBJECT, SEQ_HEADER,
     STATE_BUCKET, WORKERS_BUCKET, WORKER_CONSUMER,
 };
+pub use cli::worker_main;
 pub use lost::{end_lost_job, end_lost_jobs, WORKER_LOST};
 pub use worker::{run_worker, WorkerConfig};
