@@ -17,6 +17,7 @@ need=()
 [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]] || need+=(chromium chromium-driver)
 command -v tmux >/dev/null || need+=(tmux)
 command -v node >/dev/null || need+=(nodejs)
+[[ -x /usr/sbin/nats-server ]] || command -v nats-server >/dev/null || need+=(nats-server)
 if (( ${#need[@]} )); then
     echo "scripts/test.sh: installing ${need[*]}" >&2
     if [[ $(id -u) -eq 0 ]]; then
