@@ -339,3 +339,22 @@ async fn a_killed_worker_is_lost_and_its_job_ended_exactly_once() {
         .count();
     assert_eq!(completes, 1);
 }
+
+#[tokio::test]
+async fn another_worker_ends_a_killed_workers_job_by_itself() {
+    let server = NatsServer::start();
+    let bus = bus(&server.url()).await;
+    let script = r#"while true; do echo tick; sleep 0.1; done"#;
+    let mut a = WorkerProcess::start(&server.url(), script, &[]);
+    let id = submit_job(&bus, Some("swept".into())).await.unwrap();
+    let running = wait_phase(&bus, &id, JobPhase::Running, 20).await;
+    assert_eq!(running.worker.as_deref(), Some(a.id.as_str()));
+    let _b = WorkerProcess::start(&server.url(), script, &[]);
+    a.kill();
+    let done = wait_phase(&bus, &id, JobPhase::Finished, 30).await;
+    assert_eq!(done.summary.unwrap()["reason"], WORKER_LOST);
+    let lines = stream_lines(&bus, &id).await;
+    let complete = parse(&lines.last().unwrap().1);
+    assert_eq!(complete["event"], "pipeline_complete");
+    assert_eq!(complete["error"], WORKER_LOST);
+}

@@ -21,8 +21,10 @@
 //!   whose ack was lost is deduplicated by the stream). The job's state
 //!   (summary with stage counts and line count) is written at most every
 //!   [`STATE_EVERY`], and `finished` only once every line is acknowledged;
-//! * **heartbeat and cancel**: a liveness entry every third of
-//!   `worker_ttl`, and a subscription to `pipeline.cancel.*` that cancels
+//! * **heartbeat, lost workers and cancel**: a liveness entry every third
+//!   of `worker_ttl`; every two TTLs (once heartbeats have succeeded for two
+//!   TTLs without a break) a sweep that ends the jobs of lost workers
+//!   ([`end_lost_jobs`](super::end_lost_jobs)); and a subscription to `pipeline.cancel.*` that cancels
 //!   the named job if it runs here (answering a request with `cancelled` or
 //!   the reason it could not).
 
@@ -116,17 +118,34 @@ pub async fn run_worker(
         let bus = bus.clone();
         let running = Arc::clone(&running);
         let every = (bus.config().worker_ttl / 3).max(Duration::from_millis(100));
+        let ttl = bus.config().worker_ttl;
         tokio::spawn(async move {
             let mut failing = false;
+            // Heartbeats have succeeded without a break since then.
+            let mut ok_since = tokio::time::Instant::now();
+            let mut last_sweep = tokio::time::Instant::now();
             loop {
                 tokio::time::sleep(every).await;
+                // The lost-worker sweep, only after two TTLs of unbroken
+                // heartbeats: after a NATS outage every worker has had the
+                // time to heartbeat again before anyone is taken for lost.
+                if !failing && ok_since.elapsed() >= 2 * ttl && last_sweep.elapsed() >= 2 * ttl {
+                    last_sweep = tokio::time::Instant::now();
+                    if let Err(e) = super::lost::end_lost_jobs(&bus).await {
+                        tracing::debug!("lost-worker sweep: {e}");
+                    }
+                }
                 let info = WorkerInfo {
                     at: now_timestamp(),
                     running: lock(&running).iter().cloned().collect(),
                     ..info.clone()
                 };
                 match bus.heartbeat(&info).await {
-                    Ok(()) => failing = false,
+                    Ok(()) => {
+                        if std::mem::replace(&mut failing, false) {
+                            ok_since = tokio::time::Instant::now();
+                        }
+                    }
                     Err(e) if !failing => {
                         failing = true;
                         tracing::warn!("{e}");
