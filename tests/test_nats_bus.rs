@@ -32,6 +32,17 @@ async fn unreachable_server_is_a_clear_error_naming_the_url() {
 }
 
 #[tokio::test]
+async fn a_list_of_servers_connects_to_one_that_answers() {
+    let server = NatsServer::start();
+    let dead = format!("nats://127.0.0.1:{}", free_port());
+    let bus = Bus::connect(config(&format!("{dead}, {}", server.url())))
+        .await
+        .unwrap();
+    bus.publish_line("listed", 1, "{}").await.unwrap();
+    assert_eq!(bus.last_seq("listed").await.unwrap(), 1);
+}
+
+#[tokio::test]
 async fn setup_is_idempotent_and_concurrent() {
     let server = NatsServer::start();
     let (a, b) = tokio::join!(

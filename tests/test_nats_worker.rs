@@ -97,6 +97,9 @@ async fn a_job_runs_on_a_worker_and_every_line_reaches_the_stream() {
     assert_eq!(summary["outcome"], "success");
     assert_eq!(summary["lines"], 5);
     assert_eq!(summary["counts"]["completed"], 1);
+    assert_eq!(done.stages.len(), 1);
+    assert_eq!(done.stages[0]["layer_name"], "fetch");
+    assert_eq!(done.stages[0]["status"], "complete");
     let lines = stream_lines(&bus, &id).await;
     assert_same(&lines, &worker.stored_lines(&id));
     // Classified and attributed as the single-process runner does (stdout
@@ -333,6 +336,9 @@ async fn a_killed_worker_is_lost_and_its_job_ended_exactly_once() {
     assert_eq!(complete["status"], "error");
     assert_eq!(complete["error"], WORKER_LOST);
     assert_eq!(complete["metadata"]["layers_failed"], 1);
+    assert_eq!(done.stages.len(), 1);
+    assert_eq!(done.stages[0]["status"], "error");
+    assert_eq!(done.stages[0]["error"], WORKER_LOST);
     let completes = lines
         .iter()
         .filter(|(_, l)| parse(l)["event"] == "pipeline_complete")

@@ -148,6 +148,10 @@ pub struct JobState {
     /// a worker has started it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<serde_json::Value>,
+    /// The job's stages as `GET /api/jobs/{id}` shows them (layer, name,
+    /// status, duration, error, metadata), as of the last state write.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<serde_json::Value>,
 }
 
 impl JobState {
@@ -227,7 +231,12 @@ impl Bus {
                     other => tracing::debug!("NATS: {other}"),
                 }
             });
-        let client = tokio::time::timeout(config.connect_timeout, options.connect(url.as_str()))
+        let servers: Vec<&str> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let client = tokio::time::timeout(config.connect_timeout, options.connect(servers))
             .await
             .map_err(|_| connect_error(format!("no answer within {:?}", config.connect_timeout)))?
             .map_err(|e| connect_error(e.to_string()))?;
@@ -586,6 +595,7 @@ pub async fn submit_job(bus: &Bus, job_id: Option<String>) -> Result<String, Nat
         worker: None,
         queued_at: now_timestamp(),
         summary: None,
+        stages: Vec::new(),
     };
     let revision = bus.create_job_state(&state).await?;
     let body = serde_json::json!({ "job_id": job_id }).to_string();

@@ -51,6 +51,9 @@ struct WorkerArgs {
     /// A publish repeated within this window is stored once, seconds.
     #[arg(long, value_name = "SECS", default_value_t = 120.0)]
     duplicate_window: f64,
+    /// JetStream replicas of each stream and bucket (3 on a 3-node cluster).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    replicas: usize,
     /// The pipeline command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<OsString>,
@@ -97,6 +100,7 @@ pub fn worker_main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     bus.events_max_age = events_max_age;
     bus.events_max_bytes = args.events_max_bytes;
     bus.duplicate_window = duplicate_window;
+    bus.replicas = args.replicas.max(1);
     let config = WorkerConfig {
         bus,
         command: args.command,

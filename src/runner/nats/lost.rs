@@ -107,6 +107,11 @@ pub async fn end_lost_job(bus: &Bus, job_id: &str) -> Result<bool, NatsError> {
     }
     let finished = JobState {
         phase: JobPhase::Finished,
+        stages: observed
+            .stages
+            .iter()
+            .filter_map(|s| serde_json::to_value(s).ok())
+            .collect(),
         summary: Some(summary),
         ..state
     };

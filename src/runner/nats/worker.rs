@@ -248,6 +248,7 @@ pub async fn run_worker(
                     "outcome": "error", "reason": e.to_string(),
                     "started_at": now_timestamp(), "lines": 0,
                 })),
+                stages: Vec::new(),
                 ..state
             };
             let _ = bus.set_job_state(&failed, revision).await;
@@ -434,8 +435,15 @@ impl Forwarder {
     }
 
     async fn write_state(&mut self, job: &Job, finished: bool) -> Written {
-        let summary = serde_json::to_value(job.summary()).ok();
+        let detail = job.detail(self.runner.catalog());
+        let summary = serde_json::to_value(&detail.summary).ok();
+        let stages = detail
+            .stages
+            .iter()
+            .filter_map(|s| serde_json::to_value(s).ok())
+            .collect();
         let next = JobState {
+            stages,
             phase: if finished {
                 JobPhase::Finished
             } else {
