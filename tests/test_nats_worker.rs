@@ -205,12 +205,17 @@ async fn a_worker_runs_at_most_max_running_jobs_at_once() {
 async fn a_cancel_request_reaches_the_worker_running_the_job() {
     let server = NatsServer::start();
     let bus = bus(&server.url()).await;
-    let worker = WorkerProcess::start(
-        &server.url(),
-        r#"echo "{\"event\":\"layer_start\",\"layer\":1,\"layer_name\":\"slow\",\"job_id\":\"$JOB_ID\"}"; while true; do sleep 0.05; done"#,
-        &[],
-    );
+    let script = r#"echo "{\"event\":\"layer_start\",\"layer\":1,\"layer_name\":\"slow\",\"job_id\":\"$JOB_ID\"}"; while true; do sleep 0.05; done"#;
+    // Two workers: the one that does not have the job must not answer.
+    let one = WorkerProcess::start(&server.url(), script, &[]);
+    let two = WorkerProcess::start(&server.url(), script, &[]);
     let id = submit_job(&bus, Some("to-cancel".into())).await.unwrap();
+    let running = wait_phase(&bus, &id, JobPhase::Running, 20).await;
+    let worker = if running.worker.as_deref() == Some(one.id.as_str()) {
+        &one
+    } else {
+        &two
+    };
     wait_for(20, "the first line", || async {
         (bus.last_seq(&id).await.unwrap() >= 1).then_some(())
     })
@@ -227,13 +232,25 @@ async fn a_cancel_request_reaches_the_worker_running_the_job() {
     let last = parse(&lines.last().unwrap().1);
     assert_eq!(last["event"], "pipeline_complete");
     assert_eq!(last["error"], "cancelled");
-    // A job that is not running here: the answer says so.
+    // Again, now that it has ended: the worker that ran it says so.
     let reply = bus
         .client()
-        .request(Bus::cancel_subject("nope").unwrap(), "".into())
+        .request(Bus::cancel_subject(&id).unwrap(), "".into())
         .await
         .unwrap();
-    assert_eq!(std::str::from_utf8(&reply.payload).unwrap(), "no job nope");
+    assert_eq!(
+        std::str::from_utf8(&reply.payload).unwrap(),
+        "job to-cancel has already finished"
+    );
+    // A job no worker has: no answer.
+    let unanswered = bus
+        .client()
+        .send_request(
+            Bus::cancel_subject("nope").unwrap(),
+            async_nats::Request::new().timeout(Some(Duration::from_millis(500))),
+        )
+        .await;
+    assert!(unanswered.is_err());
 }
 
 #[tokio::test]

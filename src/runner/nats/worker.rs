@@ -26,7 +26,8 @@
 //!   TTLs without a break) a sweep that ends the jobs of lost workers
 //!   ([`end_lost_jobs`](super::end_lost_jobs)); and a subscription to `pipeline.cancel.*` that cancels
 //!   the named job if it runs here (answering a request with `cancelled` or
-//!   the reason it could not).
+//!   the reason it could not; a worker that never had the job stays
+//!   silent, so the answer comes from the one that has it).
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -168,6 +169,8 @@ pub async fn run_worker(
                         tracing::info!("job {job_id}: cancel requested");
                         "cancelled".to_owned()
                     }
+                    // Not ours: the worker that ran it answers.
+                    Err(super::super::RunnerError::UnknownJob(_)) => continue,
                     Err(e) => e.to_string(),
                 };
                 if let Some(reply) = message.reply {
