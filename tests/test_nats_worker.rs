@@ -381,3 +381,31 @@ async fn another_worker_ends_a_killed_workers_job_by_itself() {
     assert_eq!(complete["event"], "pipeline_complete");
     assert_eq!(complete["error"], WORKER_LOST);
 }
+
+#[tokio::test]
+async fn sigterm_ends_running_jobs_publishes_their_end_and_leaves() {
+    let server = NatsServer::start();
+    let bus = bus(&server.url()).await;
+    let mut worker = WorkerProcess::start(
+        &server.url(),
+        r#"echo "{\"event\":\"layer_start\",\"layer\":1,\"layer_name\":\"s\",\"job_id\":\"$JOB_ID\"}"; while true; do sleep 0.05; done"#,
+        &[],
+    );
+    let id = submit_job(&bus, Some("stopped".into())).await.unwrap();
+    wait_for(20, "the first line", || async {
+        (bus.last_seq(&id).await.unwrap() >= 1).then_some(())
+    })
+    .await;
+    assert!(bus.worker(&worker.id).await.unwrap().is_some());
+    let status = worker.terminate();
+    assert!(status.success(), "{status}");
+    let done = state(&bus, &id).await;
+    assert_eq!(done.phase, JobPhase::Finished);
+    assert_eq!(done.summary.as_ref().unwrap()["reason"], "runner shut down");
+    assert_eq!(done.summary.unwrap()["outcome"], "interrupted");
+    let lines = stream_lines(&bus, &id).await;
+    assert_same(&lines, &worker.stored_lines(&id));
+    assert_eq!(parse(&lines.last().unwrap().1)["error"], "runner shut down");
+    // It said goodbye: no liveness entry left to expire.
+    assert!(bus.worker(&worker.id).await.unwrap().is_none());
+}

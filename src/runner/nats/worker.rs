@@ -115,43 +115,51 @@ pub async fn run_worker(
         running: Vec::new(),
     };
     bus.heartbeat(&info).await?;
+    // Heartbeats have succeeded without a break since then (None: failing).
+    let ok_since = Arc::new(Mutex::new(Some(tokio::time::Instant::now())));
     let heartbeat = {
         let bus = bus.clone();
         let running = Arc::clone(&running);
+        let ok_since = Arc::clone(&ok_since);
         let every = (bus.config().worker_ttl / 3).max(Duration::from_millis(100));
-        let ttl = bus.config().worker_ttl;
         tokio::spawn(async move {
-            let mut failing = false;
-            // Heartbeats have succeeded without a break since then.
-            let mut ok_since = tokio::time::Instant::now();
-            let mut last_sweep = tokio::time::Instant::now();
             loop {
                 tokio::time::sleep(every).await;
-                // The lost-worker sweep, only after two TTLs of unbroken
-                // heartbeats: after a NATS outage every worker has had the
-                // time to heartbeat again before anyone is taken for lost.
-                if !failing && ok_since.elapsed() >= 2 * ttl && last_sweep.elapsed() >= 2 * ttl {
-                    last_sweep = tokio::time::Instant::now();
-                    if let Err(e) = super::lost::end_lost_jobs(&bus).await {
-                        tracing::debug!("lost-worker sweep: {e}");
-                    }
-                }
                 let info = WorkerInfo {
                     at: now_timestamp(),
                     running: lock(&running).iter().cloned().collect(),
                     ..info.clone()
                 };
-                match bus.heartbeat(&info).await {
+                let result = bus.heartbeat(&info).await;
+                let mut since = lock(&ok_since);
+                match result {
                     Ok(()) => {
-                        if std::mem::replace(&mut failing, false) {
-                            ok_since = tokio::time::Instant::now();
+                        since.get_or_insert_with(tokio::time::Instant::now);
+                    }
+                    Err(e) => {
+                        if since.take().is_some() {
+                            tracing::warn!("{e}");
                         }
                     }
-                    Err(e) if !failing => {
-                        failing = true;
-                        tracing::warn!("{e}");
+                }
+            }
+        })
+    };
+    // The lost-worker sweep, every two TTLs, and only after two TTLs of
+    // unbroken heartbeats: after a NATS outage every worker has had the
+    // time to heartbeat again before anyone is taken for lost.
+    let sweeper = {
+        let bus = bus.clone();
+        let ok_since = Arc::clone(&ok_since);
+        let every = 2 * bus.config().worker_ttl;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let healthy = lock(&ok_since).is_some_and(|t| t.elapsed() >= every);
+                if healthy {
+                    if let Err(e) = super::lost::end_lost_jobs(&bus).await {
+                        tracing::debug!("lost-worker sweep: {e}");
                     }
-                    Err(_) => {}
                 }
             }
         })
@@ -290,6 +298,7 @@ pub async fn run_worker(
         );
     }
     heartbeat.abort();
+    sweeper.abort();
     cancel_task.abort();
     bus.forget_worker(&worker_id).await;
     Ok(())
