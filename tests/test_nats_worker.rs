@@ -409,3 +409,40 @@ async fn sigterm_ends_running_jobs_publishes_their_end_and_leaves() {
     // It said goodbye: no liveness entry left to expire.
     assert!(bus.worker(&worker.id).await.unwrap().is_none());
 }
+
+#[test]
+fn the_worker_command_fails_clearly_when_nats_is_unreachable() {
+    let data = TempDir::new("nats-unreachable");
+    let url = format!("nats://127.0.0.1:{}", nats_common::free_port());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline-runner"))
+        .args(["worker", "--nats", &url, "--data-dir"])
+        .arg(data.path())
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot connect to NATS at {url}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_worker_command_needs_nats_and_a_command() {
+    for args in [
+        &["worker", "--", "true"][..],
+        &["worker", "--nats", "nats://127.0.0.1:1"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline-runner"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("required"),
+            "{args:?}"
+        );
+    }
+}
