@@ -446,3 +446,49 @@ fn the_worker_command_needs_nats_and_a_command() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_long_job_is_indexed_and_a_resume_starts_near_its_line() {
+    let server = NatsServer::start();
+    let bus = bus(&server.url()).await;
+    let worker = WorkerProcess::start(&server.url(), "seq 1 3000", &[]);
+    let id = submit_job(&bus, Some("long".into())).await.unwrap();
+    let done = wait_phase(&bus, &id, JobPhase::Finished, 60).await;
+    assert_eq!(done.summary.as_ref().unwrap()["lines"], 3001);
+    let lines: Vec<u64> = done.index.iter().map(|[line, _]| *line).collect();
+    assert_eq!(lines, [1, 1025, 2049]);
+    // Each entry names the stream message that holds its line.
+    let js = async_nats::jetstream::new(bus.client().clone());
+    let stream = js
+        .get_stream(tracing_pipeline::runner::nats::EVENTS_STREAM)
+        .await
+        .unwrap();
+    for [line, stream_seq] in &done.index {
+        let message = stream.get_raw_message(*stream_seq).await.unwrap();
+        let header = message
+            .headers
+            .get(tracing_pipeline::runner::nats::SEQ_HEADER)
+            .unwrap();
+        assert_eq!(header.as_str(), line.to_string());
+    }
+    let stored = worker.stored_lines(&id);
+    for after in [0u64, 1, 1024, 1500, 2048, 2999, 3000] {
+        let mut replay = bus.replay(&id, after).await.unwrap();
+        for want in after + 1..=3001 {
+            let line = replay
+                .next_within(Duration::from_secs(10))
+                .await
+                .unwrap()
+                .expect("the line");
+            assert_eq!(line.seq, want);
+            assert_eq!(parse(&line.data), parse(&stored[want as usize - 1].1));
+        }
+        assert_eq!(
+            replay
+                .next_within(Duration::from_millis(100))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+}

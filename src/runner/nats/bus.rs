@@ -9,7 +9,7 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::super::joblog::Record;
+use super::super::joblog::{Record, INDEX_EVERY};
 use super::super::model::{now_timestamp, validate_job_id};
 
 /// The work-queue stream of job requests.
@@ -152,6 +152,10 @@ pub struct JobState {
     /// status, duration, error, metadata), as of the last state write.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stages: Vec<serde_json::Value>,
+    /// `[line, stream sequence]` of line 1 and every 1024th line after it:
+    /// where a replay from a given line starts reading the events stream.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub index: Vec<[u64; 2]>,
 }
 
 impl JobState {
@@ -362,6 +366,7 @@ impl Bus {
         &self,
         job_id: &str,
         lines: &[Record],
+        index: &mut Vec<[u64; 2]>,
     ) -> (u64, Option<NatsError>) {
         let mut acked = lines.first().map_or(0, |r| r.seq.saturating_sub(1));
         let subject = match Self::events_subject(job_id) {
@@ -387,7 +392,12 @@ impl Bus {
         }
         for (seq, ack) in pending {
             match ack.await {
-                Ok(_) if error.is_none() => acked = seq,
+                Ok(ack) if error.is_none() => {
+                    acked = seq;
+                    if seq % INDEX_EVERY == 1 && index.last().is_none_or(|[l, _]| *l < seq) {
+                        index.push([seq, ack.sequence]);
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => {
                     if error.is_none() {
@@ -405,7 +415,7 @@ impl Bus {
             seq,
             data: data.to_owned(),
         };
-        match self.publish_lines(job_id, &[record]).await {
+        match self.publish_lines(job_id, &[record], &mut Vec::new()).await {
             (_, Some(e)) => Err(e),
             _ => Ok(()),
         }
@@ -413,13 +423,30 @@ impl Bus {
 
     /// The lines of a job after line `after` (0: all), in order, then those
     /// that follow as they are published; see [`Replay::next`].
+    ///
+    /// The read starts at the stream sequence the job's state records for
+    /// the nearest indexed line at or before `after + 1`, so a resume far
+    /// into a long job skips fewer than 1024 of its lines.
     pub async fn replay(&self, job_id: &str, after: u64) -> Result<Replay, NatsError> {
         let subject = Self::events_subject(job_id)?;
+        let start = match self.job_state(job_id).await? {
+            Some((state, _)) => state
+                .index
+                .iter()
+                .take_while(|[line, _]| *line <= after + 1)
+                .last()
+                .map(|[_, stream_seq]| *stream_seq),
+            None => None,
+        };
+        let deliver_policy = match start {
+            Some(start_sequence) => consumer::DeliverPolicy::ByStartSequence { start_sequence },
+            None => consumer::DeliverPolicy::All,
+        };
         let consumer = self
             .events
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: subject,
-                deliver_policy: consumer::DeliverPolicy::All,
+                deliver_policy,
                 ..Default::default()
             })
             .await
@@ -596,6 +623,7 @@ pub async fn submit_job(bus: &Bus, job_id: Option<String>) -> Result<String, Nat
         queued_at: now_timestamp(),
         summary: None,
         stages: Vec::new(),
+        index: Vec::new(),
     };
     let revision = bus.create_job_state(&state).await?;
     let body = serde_json::json!({ "job_id": job_id }).to_string();

@@ -123,7 +123,9 @@ pub async fn end_lost_job(bus: &Bus, job_id: &str) -> Result<bool, NatsError> {
     let mut from = 0;
     let mut tries = 0;
     while from < records.len() {
-        let (acked, error) = bus.publish_lines(job_id, &records[from..]).await;
+        let (acked, error) = bus
+            .publish_lines(job_id, &records[from..], &mut Vec::new())
+            .await;
         from = records
             .iter()
             .position(|r| r.seq > acked)

@@ -260,6 +260,7 @@ pub async fn run_worker(
                     "started_at": now_timestamp(), "lines": 0,
                 })),
                 stages: Vec::new(),
+                index: Vec::new(),
                 ..state
             };
             let _ = bus.set_job_state(&failed, revision).await;
@@ -278,6 +279,7 @@ pub async fn run_worker(
             state,
             revision,
             running: Arc::clone(&running),
+            index: Vec::new(),
         };
         forwarders.spawn(async move {
             forwarder.run().await;
@@ -356,6 +358,8 @@ struct Forwarder {
     state: JobState,
     revision: u64,
     running: Arc<Mutex<BTreeSet<String>>>,
+    /// `[line, stream sequence]` of every 1024th line published.
+    index: Vec<[u64; 2]>,
 }
 
 impl Forwarder {
@@ -394,7 +398,10 @@ impl Forwarder {
                         break;
                     }
                 };
-                let (acked, error) = self.bus.publish_lines(&self.job_id, &records).await;
+                let (acked, error) = self
+                    .bus
+                    .publish_lines(&self.job_id, &records, &mut self.index)
+                    .await;
                 sent = sent.max(acked);
                 if let Some(e) = error {
                     if !std::mem::replace(&mut failing, true) {
@@ -456,6 +463,7 @@ impl Forwarder {
             .collect();
         let next = JobState {
             stages,
+            index: self.index.clone(),
             phase: if finished {
                 JobPhase::Finished
             } else {
