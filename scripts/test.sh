@@ -20,6 +20,7 @@ command -v tmux >/dev/null || need+=(tmux)
 command -v node >/dev/null || need+=(nodejs)
 # The metrics tests' real Prometheus server and its promtool.
 [[ -x /usr/bin/prometheus && -x /usr/bin/promtool ]] || need+=(prometheus)
+[[ -x /usr/sbin/nats-server ]] || command -v nats-server >/dev/null || need+=(nats-server)
 if (( ${#need[@]} )); then
     echo "scripts/test.sh: installing ${need[*]}" >&2
     if [[ $(id -u) -eq 0 ]]; then

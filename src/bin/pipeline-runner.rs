@@ -122,6 +122,11 @@ fn main() -> ExitCode {
             std::iter::once(OsString::from("job_pipeline")).chain(rest),
         );
     }
+    // `pipeline-runner worker --nats URL -- COMMAND`: see docs/distributed.md.
+    #[cfg(feature = "nats")]
+    if rest.peek().is_some_and(|a| a == "worker") {
+        return tracing_pipeline::runner::nats::worker_main(program.into_iter().chain(rest));
+    }
     let args = Args::parse_from(program.into_iter().chain(rest));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -55,6 +55,8 @@ mod joblog;
 mod metrics;
 mod model;
 mod options;
+#[cfg(feature = "nats")]
+pub mod nats;
 mod page;
 mod params;
 mod retention;
