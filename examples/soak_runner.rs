@@ -14,6 +14,9 @@
 //!                the /log download (what `curl` does, and `curl` itself
 //!                when it is installed), every /lines page in turn, a
 //!                search, and a replay over SSE; side-by-side ratios
+//!   scrape       (build with --features metrics) GET /metrics every 100 ms
+//!                with no job, then while one job floods --rate lines/s
+//!                (default here 100000) for --secs: scrape latency side by side
 //!   all          throughput, latency and many, one after the other
 //! OPTIONS
 //!   --lines N      (throughput) default 1000000
@@ -48,6 +51,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("--child") => child(args.get(1).and_then(|n| n.parse().ok()).unwrap_or(0)),
+        Some("--child-burst") => child_burst(
+            args.get(1).and_then(|n| n.parse().ok()).unwrap_or(100_000),
+            args.get(2).and_then(|n| n.parse().ok()).unwrap_or(10.0),
+        ),
         Some("--child-paced") => child_paced(
             args.get(1).and_then(|n| n.parse().ok()).unwrap_or(1000),
             args.get(2).and_then(|n| n.parse().ok()).unwrap_or(10.0),
@@ -115,6 +122,120 @@ fn child_paced(rate: u64, secs: f64) -> Result<()> {
     Ok(())
 }
 
+/// The flooding child: `rate` lines a second for `secs` seconds, written
+/// in a burst every 10 ms (one flush per burst), with stage lines carrying
+/// tokens now and then so that the metrics have work to do.
+fn child_burst(rate: u64, secs: f64) -> Result<()> {
+    let job = std::env::var("JOB_ID").unwrap_or_default();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    let ticks = (secs * 100.0) as u64;
+    let per_tick = (rate / 100).max(1);
+    let start = Instant::now();
+    let mut seq = 0u64;
+    for tick in 1..=ticks {
+        for _ in 0..per_tick {
+            seq += 1;
+            if seq.is_multiple_of(1000) {
+                let n = seq / 1000 % 7;
+                writeln!(
+                    out,
+                    r#"{{"timestamp":"2025-11-29T10:30:45.123Z","event":"layer_start","layer":{n},"layer_name":"stage_{n}","job_id":"{job}"}}"#
+                )?;
+                writeln!(
+                    out,
+                    r#"{{"timestamp":"2025-11-29T10:30:45.123Z","event":"layer_complete","layer":{n},"layer_name":"stage_{n}","job_id":"{job}","status":"success","duration_ms":12,"metadata":{{"tokens_used":100}}}}"#
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    r#"{{"timestamp":"2025-11-29T10:30:45.123Z","event":"log","level":"info","job_id":"{job}","seq":{seq},"message":"processed item {seq}"}}"#
+                )?;
+            }
+        }
+        out.flush()?;
+        let due = start + Duration::from_millis(10 * tick);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    writeln!(
+        out,
+        r#"{{"event":"pipeline_complete","job_id":"{job}","status":"success"}}"#
+    )?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Latencies of `GET /metrics` every 100 ms until `stop` is set, in ms.
+async fn scrape_loop(http: &reqwest::Client, url: &str, stop: &AtomicBool) -> Result<Vec<f64>> {
+    let mut out = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        let resp = http.get(format!("{url}/metrics")).send().await?;
+        if resp.status() == 404 {
+            bail!("no /metrics: build the example with --features metrics");
+        }
+        let body = resp.bytes().await?;
+        if body.is_empty() {
+            bail!("empty scrape");
+        }
+        out.push(t.elapsed().as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(out)
+}
+
+fn percentiles(mut v: Vec<f64>) -> String {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return "-".into();
+    }
+    let at = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+    format!("{:.2} / {:.2} / {:.2}", at(0.5), at(0.99), v[v.len() - 1])
+}
+
+async fn scrape(o: &Options, http: &reqwest::Client) -> Result<()> {
+    let rate = if o.rate == 1000 { 100_000 } else { o.rate };
+    let svc = start_service(
+        "scrape",
+        &["--child-burst".into(), rate.to_string(), o.secs.to_string()],
+    )
+    .await?;
+    let stop = AtomicBool::new(false);
+    let idle = {
+        let timer = async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            stop.store(true, Ordering::Relaxed);
+        };
+        let (v, ()) = tokio::join!(scrape_loop(http, &svc.url, &stop), timer);
+        v?
+    };
+    stop.store(false, Ordering::Relaxed);
+    let started = Instant::now();
+    create_job(http, &svc.url, "flood").await?;
+    let reader = async {
+        let n = read_stream(http, &svc.url, "flood", |_, _| Ok(())).await;
+        stop.store(true, Ordering::Relaxed);
+        n
+    };
+    let (busy, lines) = tokio::join!(scrape_loop(http, &svc.url, &stop), reader);
+    let (busy, lines) = (busy?, lines?);
+    let secs = started.elapsed().as_secs_f64();
+    header(&format!(
+        "scrape: GET /metrics every 100 ms, idle vs. during a flood of {rate} lines/s"
+    ));
+    row("lines received (one SSE client)", lines.to_string());
+    row("lines/s achieved", format!("{:.0}", lines as f64 / secs));
+    row(
+        "scrapes idle / during the flood",
+        format!("{} / {}", idle.len(), busy.len()),
+    );
+    row("idle scrape ms p50 / p99 / max", percentiles(idle));
+    row("flood scrape ms p50 / p99 / max", percentiles(busy));
+    svc.finish().await?;
+    Ok(())
+}
+
 struct Options {
     mode: String,
     lines: u64,
@@ -141,7 +262,7 @@ fn parse(args: &[String]) -> Result<Options> {
     while let Some(a) = it.next() {
         let mut value = || it.next().context(format!("{a} needs a value"));
         match a.as_str() {
-            "throughput" | "latency" | "many" | "bulk" | "all" => o.mode = a.clone(),
+            "throughput" | "latency" | "many" | "bulk" | "scrape" | "all" => o.mode = a.clone(),
             "--lines" => o.lines = value()?.parse()?,
             "--rate" => o.rate = value()?.parse()?,
             "--secs" => o.secs = value()?.parse()?,
@@ -700,6 +821,7 @@ fn run(args: &[String]) -> Result<()> {
             "latency" => latency(&o, &http).await,
             "many" => many(&o, &http).await,
             "bulk" => bulk(&o, &http).await,
+            "scrape" => scrape(&o, &http).await,
             _ => {
                 throughput(&o, &http).await?;
                 latency(&o, &http).await?;

@@ -74,6 +74,11 @@ fn free_port() -> u16 {
 /// `pipeline-runner` on a fixed port (so that Prometheus's target stays
 /// the same across a restart).
 fn start_runner(port: u16, data: &Path) -> Guard {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.with_extension("log"))
+        .unwrap();
     let mut child = Command::new(BIN)
         .args(["--bind", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(data)
@@ -81,7 +86,7 @@ fn start_runner(port: u16, data: &Path) -> Guard {
         .args(sh(SCRIPT))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(log)
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -366,6 +371,14 @@ async fn prometheus_scrapes_the_runner_and_agrees_with_the_jobs_lines() {
     wait_value(&prom, r#"pipeline_runner_jobs_started_total"#, 6.0).await;
     let (_, text) = scrape(&url).await;
     promtool_check(&text);
+    // Two jobs gave `write` a tokens value that is not a number: ignored,
+    // and reported once in the runner's log.
+    let log = std::fs::read_to_string(data.with_extension("log")).unwrap();
+    let reports = log
+        .lines()
+        .filter(|l| l.contains("tokens_used") && l.contains("not a number"))
+        .count();
+    assert_eq!(reports, 1, "{log}");
 
     // A restart between scrapes: the counters go on from where they were.
     stop_runner(runner);

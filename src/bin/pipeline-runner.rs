@@ -67,7 +67,7 @@ struct Args {
     #[arg(long, value_name = "PRICE", value_parser = non_negative)]
     price_per_1k_tokens: Option<f64>,
     /// Link to a job's trace: a URL with {trace_id} (and optionally
-    /// {span_id}), e.g. 'https://tempo.example/trace/{trace_id}'.
+    /// {span_id}), e.g. `https://tempo.example/trace/{trace_id}`.
     #[arg(long, value_name = "TEMPLATE", value_parser = trace_template)]
     trace_url: Option<String>,
     /// The pipeline command and its arguments, after `--`.

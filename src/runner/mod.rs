@@ -15,11 +15,23 @@
 //!   metadata, the stage catalogue, and loading it all back after a restart;
 //! * `job`: one child process: reads its pipes, records its lines, keeps
 //!   the live state, records its end;
+//! * `options`: [`RunnerOptions`], the settings behind the binary's flags;
+//! * `trace`: the W3C trace context each child gets as `TRACEPARENT`;
+//! * `stats`: what a finished job contributes to the statistics, the
+//!   running totals, the per-stage window of `GET /api/stages`, and the
+//!   record of deleted jobs;
+//! * `retention`: which finished jobs `--keep-jobs`/`--keep-days` delete;
 //! * `sse`: replay-then-follow streams with `Last-Event-ID`, one job per
 //!   connection or many jobs on one;
 //! * `params`: strict query-string parsing;
 //! * [`app`]: the HTTP surface as an axum [`Router`](axum::Router);
+//! * `metrics` (feature `metrics`): `GET /metrics` in the Prometheus text
+//!   format;
 //! * [`serve`]: runs it on a listener with graceful shutdown.
+//!
+//! The [`Runner`] owns the jobs and the queue: at most
+//! [`RunnerOptions::max_running`] children run at once, the rest wait in
+//! order.
 //!
 //! The runner logs through `tracing` (the `pipeline-runner` binary writes
 //! those records to stderr).
@@ -35,7 +47,7 @@
 //! ```
 //!
 //! `docs/runner.md` describes the HTTP API, the data directory and how to put
-//! the runner behind a reverse proxy.
+//! the runner behind a reverse proxy; `docs/metrics.md` the metrics.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
