@@ -253,7 +253,8 @@ async fn twenty_tabs_on_twenty_running_jobs_stay_live() -> Result<()> {
     let _turn = TURN.lock().await;
     // Each job prints a line every 50 ms for a minute.
     let script = "i=0; while [ $i -lt 1200 ]; do echo \"tick $i\"; i=$((i+1)); sleep 0.05; done";
-    let runner = Runner::start("tabs", &["sh", "-c", script])?;
+    // Every job runs at once (the runner's default queues beyond its CPUs).
+    let runner = Runner::start_with_args("tabs", &["--max-running", "32"], &["sh", "-c", script])?;
     let browser = Browser::start(&paths).await?;
     const TABS: usize = 20;
 
@@ -321,7 +322,8 @@ async fn without_a_shared_worker_hidden_tabs_let_go_of_their_stream() -> Result<
     };
     let _turn = TURN.lock().await;
     let script = "i=0; while [ $i -lt 1200 ]; do echo \"tick $i\"; i=$((i+1)); sleep 0.05; done";
-    let runner = Runner::start("direct", &["sh", "-c", script])?;
+    let runner =
+        Runner::start_with_args("direct", &["--max-running", "32"], &["sh", "-c", script])?;
     let browser = Browser::start(&paths).await?;
     // More tabs than a browser's six connections to one host. Headless
     // Chromium reports every tab as visible, so the test hides each tab it
