@@ -187,6 +187,36 @@ pub async fn run_worker(
             }
         })
     };
+    // Jobs this worker ran before it stopped (same id, same data
+    // directory) that the broker still has as running here: publish the
+    // lines that never reached the stream (the local runner has closed
+    // each such job as interrupted), then their end.
+    let mut forwarders = JoinSet::new();
+    for job in runner.jobs_newest_first() {
+        let Ok(Some((state, revision))) = bus.job_state(job.id()).await else {
+            continue;
+        };
+        if state.phase != JobPhase::Running || state.worker.as_deref() != Some(&worker_id) {
+            continue;
+        }
+        let sent = bus.last_seq(job.id()).await.unwrap_or(0);
+        tracing::info!(
+            "job {}: resuming its publishing after line {sent} of {}",
+            job.id(),
+            job.last_seq()
+        );
+        let forwarder = Forwarder {
+            bus: bus.clone(),
+            runner: Arc::clone(&runner),
+            job_id: job.id().to_owned(),
+            index: state.index.clone(),
+            state,
+            revision,
+            running: Arc::clone(&running),
+            sent,
+        };
+        forwarders.spawn(forwarder.run());
+    }
     ready(&worker_id);
     tracing::info!(
         "worker {worker_id}: taking jobs from {} (at most {max_running} at once)",
@@ -194,7 +224,6 @@ pub async fn run_worker(
     );
 
     let slots = Arc::new(Semaphore::new(max_running));
-    let mut forwarders = JoinSet::new();
     tokio::pin!(shutdown);
     let mut fetch_failing = false;
     loop {
@@ -280,6 +309,7 @@ pub async fn run_worker(
             revision,
             running: Arc::clone(&running),
             index: Vec::new(),
+            sent: 0,
         };
         forwarders.spawn(async move {
             forwarder.run().await;
@@ -360,6 +390,8 @@ struct Forwarder {
     running: Arc<Mutex<BTreeSet<String>>>,
     /// `[line, stream sequence]` of every 1024th line published.
     index: Vec<[u64; 2]>,
+    /// Lines already in the events stream (1..=sent).
+    sent: u64,
 }
 
 impl Forwarder {
@@ -372,7 +404,7 @@ impl Forwarder {
             }
         };
         // Lines acknowledged by the events stream: 1..=sent.
-        let mut sent = 0u64;
+        let mut sent = self.sent;
         let mut failing = false;
         let mut last_state: Option<tokio::time::Instant> = None;
         loop {
