@@ -549,3 +549,27 @@ while true; do echo tick; sleep 0.05; done"#,
         "{last}"
     );
 }
+
+#[tokio::test]
+async fn a_claim_whose_answer_was_lost_is_still_run_by_its_worker() {
+    let server = NatsServer::start();
+    let bus = bus(&server.url()).await;
+    let id = submit_job(&bus, Some("claimed".into())).await.unwrap();
+    // As if worker "w-lost-answer" had claimed it and never heard back.
+    let (queued, revision) = bus.job_state(&id).await.unwrap().unwrap();
+    let claimed = JobState {
+        phase: JobPhase::Running,
+        worker: Some("w-lost-answer".into()),
+        ..queued
+    };
+    bus.set_job_state(&claimed, revision)
+        .await
+        .unwrap()
+        .unwrap();
+    // The request comes back to that worker: it runs the job.
+    let own = WorkerProcess::start(&server.url(), "echo ran", &["--worker-id", "w-lost-answer"]);
+    let done = wait_phase(&bus, &id, JobPhase::Finished, 20).await;
+    assert_eq!(done.worker.as_deref(), Some("w-lost-answer"));
+    assert!(own.has_job(&id));
+    assert_eq!(parse(&stream_lines(&bus, &id).await[0].1)["text"], "ran");
+}

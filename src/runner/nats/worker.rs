@@ -265,7 +265,7 @@ pub async fn run_worker(
             continue;
         };
         let claimed = claim(&bus, &job_id, &worker_id).await;
-        let (state, revision) = match claimed {
+        let (state, revision, fresh) = match claimed {
             Ok(Some(claimed)) => claimed,
             Ok(None) => {
                 tracing::info!("job {job_id}: taken elsewhere or no longer queued; skipped");
@@ -278,6 +278,11 @@ pub async fn run_worker(
                 continue;
             }
         };
+        if !fresh && runner.job(&job_id).is_ok() {
+            // Already running (or ran) here: a redelivered request.
+            let _ = message.ack().await;
+            continue;
+        }
         if let Err(e) = runner.start_job(Some(job_id.clone())) {
             tracing::error!("job {job_id}: cannot start it: {e}");
             let _ = message.ack().await;
@@ -349,14 +354,21 @@ async fn fetch_trouble(failing: &mut bool, e: &dyn std::fmt::Display) {
 
 /// Moves a job's state from `queued` to `running` on `worker` with a
 /// compare-and-set: `None` when it is not queued or another worker won.
+/// The flag is false when it was already running on `worker` (a claim
+/// whose answer was lost, or a job this worker ran before a restart).
 async fn claim(
     bus: &Bus,
     job_id: &str,
     worker: &str,
-) -> Result<Option<(JobState, u64)>, NatsError> {
+) -> Result<Option<(JobState, u64, bool)>, NatsError> {
     let Some((state, revision)) = bus.job_state(job_id).await? else {
         return Ok(None);
     };
+    if state.phase == JobPhase::Running && state.worker.as_deref() == Some(worker) {
+        // Our own claim whose answer was lost (the request came back after
+        // the ack wait): it is ours to run.
+        return Ok(Some((state, revision, false)));
+    }
     if state.phase != JobPhase::Queued {
         return Ok(None);
     }
@@ -365,10 +377,27 @@ async fn claim(
         worker: Some(worker.to_owned()),
         ..state
     };
-    Ok(bus
-        .set_job_state(&running, revision)
-        .await?
-        .map(|rev| (running, rev)))
+    match bus.set_job_state(&running, revision).await {
+        Ok(won) => Ok(won.map(|rev| (running, rev, true))),
+        Err(e) => {
+            // The write may have been applied with its answer lost: read
+            // back what the bucket says (a few times, if NATS is away).
+            for _ in 0..20 {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                match bus.job_state(job_id).await {
+                    Ok(Some((state, revision)))
+                        if state.phase == JobPhase::Running
+                            && state.worker.as_deref() == Some(worker) =>
+                    {
+                        return Ok(Some((state, revision, true)));
+                    }
+                    Ok(_) => return Ok(None),
+                    Err(_) => {}
+                }
+            }
+            Err(e)
+        }
+    }
 }
 
 /// What writing a job's state found.
