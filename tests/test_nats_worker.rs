@@ -492,3 +492,84 @@ async fn a_long_job_is_indexed_and_a_resume_starts_near_its_line() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_restarted_worker_publishes_what_never_reached_the_stream() {
+    let mut server = NatsServer::start();
+    let url = server.url();
+    let gate = TempDir::new("nats-gate");
+    let go = gate.path().join("go");
+    let script = format!(
+        r#"i=0; while [ $i -lt 20 ]; do i=$((i+1)); echo "line $i"; done
+while [ ! -f '{go}' ]; do sleep 0.05; done
+while [ $i -lt 40 ]; do i=$((i+1)); echo "line $i"; done
+while true; do echo tick; sleep 0.05; done"#,
+        go = go.display()
+    );
+    let args = ["--worker-id", "steady"];
+    let worker = WorkerProcess::start(&url, &script, &args);
+    let id = {
+        let bus = bus(&url).await;
+        let id = submit_job(&bus, Some("resumed".into())).await.unwrap();
+        wait_for(20, "20 lines in the stream", || async {
+            (bus.last_seq(&id).await.unwrap() >= 20).then_some(())
+        })
+        .await;
+        id
+    };
+    // NATS goes away, the child prints 20 more (stored, not published),
+    // then the worker dies.
+    server.stop();
+    std::fs::write(&go, "").unwrap();
+    wait_for(20, "40 lines stored", || async {
+        (worker.stored_lines(&id).len() >= 40).then_some(())
+    })
+    .await;
+    let data = worker.into_data();
+    server.restart();
+    let worker = WorkerProcess::start_in(&url, &script, &args, data);
+    let bus = bus(&url).await;
+    let done = wait_phase(&bus, &id, JobPhase::Finished, 30).await;
+    let summary = done.summary.unwrap();
+    assert_eq!(summary["outcome"], "interrupted");
+    let stored = worker.stored_lines(&id);
+    assert_eq!(summary["lines"], stored.len() as u64);
+    let lines = stream_lines(&bus, &id).await;
+    assert_same(&lines, &stored);
+    for (i, (_, data)) in lines.iter().take(40).enumerate() {
+        assert_eq!(
+            parse(data),
+            json!({"type":"output","text": format!("line {}", i + 1)})
+        );
+    }
+    let last = parse(&lines.last().unwrap().1);
+    assert_eq!(last["event"], "pipeline_complete");
+    assert!(
+        last["error"].as_str().unwrap().starts_with("interrupted"),
+        "{last}"
+    );
+}
+
+#[tokio::test]
+async fn a_claim_whose_answer_was_lost_is_still_run_by_its_worker() {
+    let server = NatsServer::start();
+    let bus = bus(&server.url()).await;
+    let id = submit_job(&bus, Some("claimed".into())).await.unwrap();
+    // As if worker "w-lost-answer" had claimed it and never heard back.
+    let (queued, revision) = bus.job_state(&id).await.unwrap().unwrap();
+    let claimed = JobState {
+        phase: JobPhase::Running,
+        worker: Some("w-lost-answer".into()),
+        ..queued
+    };
+    bus.set_job_state(&claimed, revision)
+        .await
+        .unwrap()
+        .unwrap();
+    // The request comes back to that worker: it runs the job.
+    let own = WorkerProcess::start(&server.url(), "echo ran", &["--worker-id", "w-lost-answer"]);
+    let done = wait_phase(&bus, &id, JobPhase::Finished, 20).await;
+    assert_eq!(done.worker.as_deref(), Some("w-lost-answer"));
+    assert!(own.has_job(&id));
+    assert_eq!(parse(&stream_lines(&bus, &id).await[0].1)["text"], "ran");
+}

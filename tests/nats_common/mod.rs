@@ -148,8 +148,12 @@ impl WorkerProcess {
     /// Starts a worker for `script` (run by `sh -c`) and waits until it
     /// says it is connected.
     pub fn start(url: &str, script: &str, extra: &[&str]) -> WorkerProcess {
+        Self::start_in(url, script, extra, TempDir::new("nats-worker"))
+    }
+
+    /// The same, with a given data directory.
+    pub fn start_in(url: &str, script: &str, extra: &[&str], data: TempDir) -> WorkerProcess {
         use std::io::BufRead;
-        let data = TempDir::new("nats-worker");
         let mut child = Command::new(env!("CARGO_BIN_EXE_pipeline-runner"))
             .arg("worker")
             .args(["--nats", url, "--worker-ttl", "1"])
@@ -201,6 +205,12 @@ impl WorkerProcess {
                 )
             })
             .collect()
+    }
+
+    /// Kills the worker and hands its data directory over.
+    pub fn into_data(mut self) -> TempDir {
+        self.kill();
+        std::mem::replace(&mut self.data, TempDir(PathBuf::new()))
     }
 
     pub fn has_job(&self, job: &str) -> bool {

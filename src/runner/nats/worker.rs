@@ -187,6 +187,36 @@ pub async fn run_worker(
             }
         })
     };
+    // Jobs this worker ran before it stopped (same id, same data
+    // directory) that the broker still has as running here: publish the
+    // lines that never reached the stream (the local runner has closed
+    // each such job as interrupted), then their end.
+    let mut forwarders = JoinSet::new();
+    for job in runner.jobs_newest_first() {
+        let Ok(Some((state, revision))) = bus.job_state(job.id()).await else {
+            continue;
+        };
+        if state.phase != JobPhase::Running || state.worker.as_deref() != Some(&worker_id) {
+            continue;
+        }
+        let sent = bus.last_seq(job.id()).await.unwrap_or(0);
+        tracing::info!(
+            "job {}: resuming its publishing after line {sent} of {}",
+            job.id(),
+            job.last_seq()
+        );
+        let forwarder = Forwarder {
+            bus: bus.clone(),
+            runner: Arc::clone(&runner),
+            job_id: job.id().to_owned(),
+            index: state.index.clone(),
+            state,
+            revision,
+            running: Arc::clone(&running),
+            sent,
+        };
+        forwarders.spawn(forwarder.run());
+    }
     ready(&worker_id);
     tracing::info!(
         "worker {worker_id}: taking jobs from {} (at most {max_running} at once)",
@@ -194,7 +224,6 @@ pub async fn run_worker(
     );
 
     let slots = Arc::new(Semaphore::new(max_running));
-    let mut forwarders = JoinSet::new();
     tokio::pin!(shutdown);
     let mut fetch_failing = false;
     loop {
@@ -236,7 +265,7 @@ pub async fn run_worker(
             continue;
         };
         let claimed = claim(&bus, &job_id, &worker_id).await;
-        let (state, revision) = match claimed {
+        let (state, revision, fresh) = match claimed {
             Ok(Some(claimed)) => claimed,
             Ok(None) => {
                 tracing::info!("job {job_id}: taken elsewhere or no longer queued; skipped");
@@ -249,6 +278,11 @@ pub async fn run_worker(
                 continue;
             }
         };
+        if !fresh && runner.job(&job_id).is_ok() {
+            // Already running (or ran) here: a redelivered request.
+            let _ = message.ack().await;
+            continue;
+        }
         if let Err(e) = runner.start_job(Some(job_id.clone())) {
             tracing::error!("job {job_id}: cannot start it: {e}");
             let _ = message.ack().await;
@@ -280,6 +314,7 @@ pub async fn run_worker(
             revision,
             running: Arc::clone(&running),
             index: Vec::new(),
+            sent: 0,
         };
         forwarders.spawn(async move {
             forwarder.run().await;
@@ -319,14 +354,21 @@ async fn fetch_trouble(failing: &mut bool, e: &dyn std::fmt::Display) {
 
 /// Moves a job's state from `queued` to `running` on `worker` with a
 /// compare-and-set: `None` when it is not queued or another worker won.
+/// The flag is false when it was already running on `worker` (a claim
+/// whose answer was lost, or a job this worker ran before a restart).
 async fn claim(
     bus: &Bus,
     job_id: &str,
     worker: &str,
-) -> Result<Option<(JobState, u64)>, NatsError> {
+) -> Result<Option<(JobState, u64, bool)>, NatsError> {
     let Some((state, revision)) = bus.job_state(job_id).await? else {
         return Ok(None);
     };
+    if state.phase == JobPhase::Running && state.worker.as_deref() == Some(worker) {
+        // Our own claim whose answer was lost (the request came back after
+        // the ack wait): it is ours to run.
+        return Ok(Some((state, revision, false)));
+    }
     if state.phase != JobPhase::Queued {
         return Ok(None);
     }
@@ -335,10 +377,27 @@ async fn claim(
         worker: Some(worker.to_owned()),
         ..state
     };
-    Ok(bus
-        .set_job_state(&running, revision)
-        .await?
-        .map(|rev| (running, rev)))
+    match bus.set_job_state(&running, revision).await {
+        Ok(won) => Ok(won.map(|rev| (running, rev, true))),
+        Err(e) => {
+            // The write may have been applied with its answer lost: read
+            // back what the bucket says (a few times, if NATS is away).
+            for _ in 0..20 {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                match bus.job_state(job_id).await {
+                    Ok(Some((state, revision)))
+                        if state.phase == JobPhase::Running
+                            && state.worker.as_deref() == Some(worker) =>
+                    {
+                        return Ok(Some((state, revision, true)));
+                    }
+                    Ok(_) => return Ok(None),
+                    Err(_) => {}
+                }
+            }
+            Err(e)
+        }
+    }
 }
 
 /// What writing a job's state found.
@@ -360,6 +419,8 @@ struct Forwarder {
     running: Arc<Mutex<BTreeSet<String>>>,
     /// `[line, stream sequence]` of every 1024th line published.
     index: Vec<[u64; 2]>,
+    /// Lines already in the events stream (1..=sent).
+    sent: u64,
 }
 
 impl Forwarder {
@@ -372,7 +433,7 @@ impl Forwarder {
             }
         };
         // Lines acknowledged by the events stream: 1..=sent.
-        let mut sent = 0u64;
+        let mut sent = self.sent;
         let mut failing = false;
         let mut last_state: Option<tokio::time::Instant> = None;
         loop {
