@@ -66,9 +66,9 @@ mod joblog;
 #[cfg(feature = "metrics")]
 mod metrics;
 mod model;
-mod options;
 #[cfg(feature = "nats")]
 pub mod nats;
+mod options;
 mod page;
 mod params;
 mod retention;
