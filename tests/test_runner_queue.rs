@@ -270,3 +270,47 @@ echo '{"timestamp":"2026-12-01T10:00:00.100Z","event":"layer_complete","layer":2
     );
     srv.shutdown().await;
 }
+
+/// The job list's watchers hear a job's states in the order it had them: a
+/// job that waits is announced `queued` before `running`, one that starts at
+/// once is announced once, `running`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_stream_tells_each_state_in_order() {
+    let gate = TempDir::new("gate-order");
+    let opts = RunnerOptions::default().max_running(1);
+    let srv = Server::start_with(gated(gate.path()), opts, None).await;
+    let mut list = SseClient::open(&format!("{}/api/stream?jobs=1", srv.url))
+        .await
+        .unwrap();
+    for id in ["a", "b", "c"] {
+        let (status, _) = send_json(
+            "POST",
+            &format!("{}/api/jobs", srv.url),
+            &json!({ "job_id": id }).to_string(),
+        )
+        .await;
+        assert_eq!(status, 201);
+    }
+    for id in ["a", "b", "c"] {
+        wait_state(&srv.url, id, "running").await;
+        release(gate.path(), id);
+        wait_finished(&srv.url, id).await;
+    }
+    let mut seen: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    while seen.get("c").and_then(|s| s.last()).map(String::as_str) != Some("finished") {
+        let msg = list.next().await.unwrap().expect("the list stream ended");
+        if msg.event.as_deref() != Some("jobs") {
+            continue;
+        }
+        let id = msg.data["job_id"].as_str().unwrap().to_owned();
+        let state = msg.data["state"].as_str().unwrap().to_owned();
+        let states = seen.entry(id).or_default();
+        // Position changes of a waiting job may repeat `queued`.
+        if states.last() != Some(&state) {
+            states.push(state);
+        }
+    }
+    assert_eq!(seen["a"], ["running", "finished"], "{seen:?}");
+    assert_eq!(seen["b"], ["queued", "running", "finished"], "{seen:?}");
+    assert_eq!(seen["c"], ["queued", "running", "finished"], "{seen:?}");
+}

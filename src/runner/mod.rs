@@ -368,13 +368,18 @@ impl Runner {
                 .order
                 .partition_point(|j| (j.created_at(), j.id()) <= key);
             jobs.order.insert(at, Arc::clone(&job));
+            let waits = !jobs.queue.is_empty() || jobs.running >= self.shared.options.max_running;
             jobs.queue.push_back(Arc::clone(&job));
             renumber(&jobs.queue);
+            if waits {
+                // Under the jobs' lock, which `dispatch` holds to start a
+                // job: watchers hear `queued` before `running`. A job that
+                // starts at once is announced once, running.
+                job::announce_queued(&job);
+            }
             job
         };
         self.dispatch();
-        // A job that started at once was announced running.
-        job::announce_queued(&job);
         Ok(id)
     }
 
