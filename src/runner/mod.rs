@@ -352,7 +352,7 @@ impl Runner {
             }
             None => crate::reference::generate_job_id(),
         };
-        let job = {
+        {
             let mut jobs = self.lock_jobs();
             if *self.shutdown.borrow() {
                 return Err(RunnerError::ShuttingDown);
@@ -377,8 +377,7 @@ impl Runner {
                 // starts at once is announced once, running.
                 job::announce_queued(&job);
             }
-            job
-        };
+        }
         self.dispatch();
         Ok(id)
     }
