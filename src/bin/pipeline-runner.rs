@@ -194,6 +194,9 @@ fn main() -> ExitCode {
             }
         };
         let addr = listener.local_addr().unwrap_or(args.bind);
+        // Listening for SIGINT/SIGTERM before saying where we listen: a
+        // signal sent as soon as that line is read gets the graceful stop.
+        let stop = shutdown_signal();
         let mut stdout = std::io::stdout().lock();
         // One write: a reader that takes the first line and then closes
         // the pipe loses nothing it needs.
@@ -204,7 +207,7 @@ fn main() -> ExitCode {
         );
         let _ = stdout.flush();
         drop(stdout);
-        match serve(listener, runner, shutdown_signal()).await {
+        match serve(listener, runner, stop).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");
