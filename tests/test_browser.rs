@@ -146,17 +146,16 @@ async fn read_page(client: &Client) -> Result<PageState> {
     serde_json::from_value(value).context("reading the page state")
 }
 
-/// Scrolls the terminal to its first line and waits until it is drawn.
+/// Scrolls the terminal to its first line and waits until it is drawn. It
+/// scrolls again at each check, as a user would: a terminal still filling
+/// after a reload may not be tall enough yet for the first scroll to stay.
 async fn scroll_terminal_to_top(client: &Client) -> Result<()> {
-    client
-        .execute(
-            r#"const t = document.getElementById("terminal"); t.scrollTop = 0; t.dispatchEvent(new Event("scroll"));"#,
-            vec![],
-        )
-        .await?;
     wait_js(
         client,
-        r#"const r = document.querySelector('#terminal .line[data-seq="1"]'); return !!r && !r.classList.contains("placeholder");"#,
+        r#"const t = document.getElementById("terminal");
+           if (t.scrollTop !== 0) { t.scrollTop = 0; t.dispatchEvent(new Event("scroll")); }
+           const r = document.querySelector('#terminal .line[data-seq="1"]');
+           return !!r && !r.classList.contains("placeholder");"#,
         UI_TIMEOUT,
         "line 1 drawn at the top of the terminal",
     )
