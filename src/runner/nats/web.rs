@@ -93,7 +93,9 @@ pub async fn open_web_node(config: WebNodeConfig) -> Result<Arc<Runner>, NatsErr
     let remote = Arc::new(NatsRemote {
         bus: bus.clone(),
         node_id,
+        workers: Arc::new(Mutex::new(None)),
     });
+    let workers = Arc::clone(&remote.workers);
     let runner = Runner::open_remote(config.data_dir, config.options, remote)?;
     let node = Arc::new(Node {
         bus,
@@ -102,7 +104,8 @@ pub async fn open_web_node(config: WebNodeConfig) -> Result<Arc<Runner>, NatsErr
         catch_up: Arc::new(Semaphore::new(CATCH_UP)),
     });
     tokio::spawn(Arc::clone(&node).watch_states());
-    tokio::spawn(node.sweep());
+    tokio::spawn(Arc::clone(&node).sweep());
+    tokio::spawn(node.count_workers(workers));
     Ok(runner)
 }
 
@@ -290,6 +293,24 @@ impl Node {
         }
     }
 
+    /// Counts the live workers and the jobs they run at once, every third
+    /// of a worker TTL, for `GET /api/health`.
+    async fn count_workers(self: Arc<Self>, into: Arc<Mutex<Option<(usize, usize)>>>) {
+        let every = (self.bus.config().worker_ttl / 3).max(Duration::from_millis(100));
+        let mut stop = self.runner.shutdown_flag();
+        loop {
+            let counted = self.bus.workers().await.ok().map(|workers| {
+                let max = workers.iter().map(|w| w.max_running).sum();
+                (workers.len(), max)
+            });
+            *lock(&into) = counted;
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = stopped(&mut stop) => return,
+            }
+        }
+    }
+
     /// Every two worker TTLs, once the connection has been up that long,
     /// ends the jobs of lost workers (as every worker does).
     async fn sweep(self: Arc<Self>) {
@@ -391,6 +412,8 @@ fn api_error(e: NatsError) -> RunnerError {
 struct NatsRemote {
     bus: Bus,
     node_id: String,
+    /// `(live workers, their --max-running summed)`, as last counted.
+    workers: Arc<Mutex<Option<(usize, usize)>>>,
 }
 
 impl NatsRemote {
@@ -541,6 +564,13 @@ impl Remote for NatsRemote {
         map.insert("node_id".into(), self.node_id.clone().into());
         map.insert("nats".into(), self.bus.config().url.clone().into());
         map.insert("nats_connected".into(), connected.into());
+        // The jobs that run at once are the workers' to say.
+        let (workers, max_running) = match *lock(&self.workers) {
+            Some((n, max)) => (Value::from(n), Value::from(max)),
+            None => (Value::Null, Value::Null),
+        };
+        map.insert("workers".into(), workers);
+        map.insert("max_running".into(), max_running);
         map
     }
 }
