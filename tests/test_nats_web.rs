@@ -1,0 +1,788 @@
+//! Web nodes (`pipeline-runner serve --nats URL`) end to end, with faults:
+//! a real `nats-server` with JetStream, real workers and web nodes as
+//! processes on 127.0.0.1. Jobs posted to one node are watched on another;
+//! every stream is checked line by line against the job's own log in the
+//! data directory of the worker that ran it (same numbers, same lines),
+//! while web nodes, workers and the NATS server are killed mid-job.
+#![cfg(feature = "nats")]
+
+mod nats_common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use nats_common::web::{
+    alive, assert_lines, assert_stream, call, create, finished, follow, job, jobs, post_job,
+    run_bin, runner_of, running, start_worker, strict, until, Msg, SlowClient, Sse, WebNode, BIN,
+};
+use nats_common::{NatsServer, TempDir, WorkerProcess};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use tracing_pipeline::runner::nats::{Bus, BusConfig, JOBS_STREAM, WORKER_LOST};
+
+/// The liveness TTL of every worker and web node in these tests (they must
+/// agree: whoever connects sets the bucket's max age).
+const TTL: &str = "2";
+
+fn web(nats: &str) -> WebNode {
+    WebNode::start(nats, &["--worker-ttl", TTL])
+}
+
+async fn bus(url: &str, ttl: u64) -> Bus {
+    let mut c = BusConfig::new(url);
+    c.worker_ttl = Duration::from_secs(ttl);
+    Bus::connect(c).await.unwrap()
+}
+
+/// A stage, numbered lines (`JOB line I`), a stderr line, and a clean end.
+fn numbered(lines: u32) -> String {
+    format!(
+        r#"echo "{{\"event\":\"layer_start\",\"layer\":1,\"layer_name\":\"count\",\"job_id\":\"$JOB_ID\"}}"
+i=0; while [ $i -lt {lines} ]; do i=$((i+1)); echo "$JOB_ID line $i"; if [ $((i % 25)) -eq 0 ]; then sleep 0.01; fi; done
+echo "$JOB_ID to stderr" >&2
+echo "{{\"event\":\"layer_complete\",\"layer\":1,\"layer_name\":\"count\",\"job_id\":\"$JOB_ID\",\"status\":\"success\",\"duration_ms\":1}}"
+echo "{{\"event\":\"pipeline_complete\",\"job_id\":\"$JOB_ID\",\"status\":\"success\",\"duration_ms\":2}}""#
+    )
+}
+
+/// `layer_start`, `first` numbered lines, then waits for `gate`, then
+/// `second` more lines and a clean end.
+fn gated(first: u32, gate: &std::path::Path, second: u32) -> String {
+    format!(
+        r#"echo "{{\"event\":\"layer_start\",\"layer\":1,\"layer_name\":\"gated\",\"job_id\":\"$JOB_ID\"}}"
+i=0; while [ $i -lt {first} ]; do i=$((i+1)); echo "line $i"; done
+while [ ! -f '{gate}' ]; do sleep 0.02; done
+while [ $i -lt {total} ]; do i=$((i+1)); echo "line $i"; done
+echo "{{\"event\":\"layer_complete\",\"layer\":1,\"layer_name\":\"gated\",\"job_id\":\"$JOB_ID\",\"status\":\"success\",\"duration_ms\":1}}"
+echo "{{\"event\":\"pipeline_complete\",\"job_id\":\"$JOB_ID\",\"status\":\"success\",\"duration_ms\":2}}""#,
+        gate = gate.display(),
+        total = first + second
+    )
+}
+
+/// A stage that never ends, ticking; writes its shell's pid to
+/// `PIDS/JOB_ID` first.
+fn endless(pids: &std::path::Path) -> String {
+    format!(
+        r#"echo $$ > '{pids}/'"$JOB_ID"
+echo "{{\"event\":\"layer_start\",\"layer\":1,\"layer_name\":\"endless\",\"job_id\":\"$JOB_ID\"}}"
+n=0; while true; do n=$((n+1)); echo "tick $n"; sleep 0.05; done"#,
+        pids = pids.display()
+    )
+}
+
+fn events<'a>(lines: &'a [Msg], name: &str) -> Vec<&'a Value> {
+    lines
+        .iter()
+        .map(|m| &m.data)
+        .filter(|d| d["event"] == name)
+        .collect()
+}
+
+/// The fields on which two nodes' summaries of a finished job must agree.
+fn summary_key(s: &Value) -> Value {
+    serde_json::json!({
+        "job_id": s["job_id"], "state": s["state"], "status": s["status"],
+        "outcome": s["outcome"], "reason": s["reason"], "lines": s["lines"],
+        "counts": s["counts"],
+    })
+}
+
+/// 1. The held-out scenario: three workers, two web nodes; jobs posted to
+/// node A and watched on node B from their start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_posted_to_one_node_stream_on_the_other_line_for_line() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let script = format!(
+        "case \"$JOB_ID\" in ref-*) exec '{BIN}' reference --speed 0.05 ;; esac\n{}",
+        numbered(150)
+    );
+    let workers: Vec<WorkerProcess> = (0..3)
+        .map(|_| start_worker(&url, &script, TTL, &["--max-running", "2"]))
+        .collect();
+    let refs: Vec<&WorkerProcess> = workers.iter().collect();
+    let a = web(&url);
+    let b = web(&url);
+    let ids: Vec<String> = (1..=6)
+        .map(|i| format!("held-{i}"))
+        .chain((1..=3).map(|i| format!("ref-{i}")))
+        .collect();
+    let mut watchers = Vec::new();
+    for id in &ids {
+        create(&a.url, id).await;
+        let (node, id) = (b.url.clone(), id.clone());
+        watchers.push(tokio::spawn(async move { strict(&node, &id, 60).await }));
+    }
+    for (id, watcher) in ids.iter().zip(watchers) {
+        let msgs = watcher.await.unwrap();
+        let runner = runner_of(&refs, id);
+        let stored = runner.stored_lines(id);
+        assert_stream(&format!("job {id} on node B (live)"), &msgs, &stored);
+        // The same ids and lines on node A, replayed after the end.
+        let again = strict(&a.url, id, 30).await;
+        assert_stream(&format!("job {id} on node A (replay)"), &again, &stored);
+        let completes = events(&msgs, "pipeline_complete");
+        assert_eq!(completes.len(), 1, "job {id}: {completes:?}");
+        assert_eq!(completes[0]["status"], "success", "job {id}");
+        if id.starts_with("held-") {
+            let texts: Vec<&str> = msgs
+                .iter()
+                .filter(|m| m.data["type"] == "output" && m.data["stream"] != "stderr")
+                .map(|m| m.data["text"].as_str().unwrap())
+                .collect();
+            let want: Vec<String> = (1..=150).map(|i| format!("{id} line {i}")).collect();
+            assert_eq!(texts, want, "job {id}: its numbered lines in order");
+        }
+    }
+    // Both nodes list the same jobs with the same final summaries.
+    let mut lists = Vec::new();
+    for node in [&a.url, &b.url] {
+        let list = until(
+            20,
+            &format!("every job finished in {node}'s list"),
+            || async {
+                let list = jobs(node).await?;
+                let done: BTreeMap<String, Value> = list
+                    .iter()
+                    .filter(|s| s["state"] == "finished")
+                    .map(|s| (s["job_id"].as_str().unwrap().to_owned(), s.clone()))
+                    .collect();
+                (done.len() == ids.len() && list.len() == ids.len()).then_some(done)
+            },
+        )
+        .await;
+        lists.push(list);
+    }
+    for id in &ids {
+        let (sa, sb) = (&lists[0][id], &lists[1][id]);
+        assert_eq!(
+            summary_key(sa),
+            summary_key(sb),
+            "job {id}: node A vs node B"
+        );
+        assert_eq!(sa, sb, "job {id}: the whole summary, node A vs node B");
+        assert_eq!(sa["outcome"], "success", "job {id}: {sa}");
+        let stored = runner_of(&refs, id).stored_lines(id);
+        assert_eq!(sa["lines"], stored.len() as u64, "job {id}: {sa}");
+    }
+    // The three workers shared the work.
+    let used = workers
+        .iter()
+        .filter(|w| ids.iter().any(|id| w.has_job(id)))
+        .count();
+    assert!(used >= 2, "only {used} of 3 workers ran any of 9 jobs");
+}
+
+/// 2. A web node killed while clients stream a running job: they resume on
+/// the other node with `Last-Event-ID` and miss and repeat nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_a_killed_web_node_resume_on_the_other() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let gates = TempDir::new("web-gates");
+    let go = gates.path().join("go");
+    let worker = start_worker(&url, &gated(40, &go, 40), TTL, &[]);
+    let mut a = web(&url);
+    let b = web(&url);
+    let id = "resumed";
+    create(&b.url, id).await;
+    // Three clients on A read everything printed so far (41 lines); a
+    // fourth stops reading at line 10.
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(Sse::open_when_known(&a.url, id, None, 20).await);
+    }
+    let mut lazy = Sse::open_when_known(&a.url, id, None, 20).await;
+    let mut got: Vec<Vec<Msg>> = Vec::new();
+    for (n, client) in clients.iter_mut().enumerate() {
+        let mut lines = Vec::new();
+        while lines.last().is_none_or(|m: &Msg| m.id < Some(41)) {
+            let msg = client
+                .next(Duration::from_secs(20))
+                .await
+                .unwrap_or_else(|e| panic!("client {n} on A: {e}"))
+                .unwrap_or_else(|| panic!("client {n} on A: closed early"));
+            lines.push(msg);
+        }
+        got.push(lines);
+    }
+    let mut lazy_lines = Vec::new();
+    while lazy_lines.len() < 10 {
+        lazy_lines.push(lazy.next(Duration::from_secs(20)).await.unwrap().unwrap());
+    }
+    assert_eq!(running(&b.url, id, 10).await["state"], "running");
+    a.kill();
+    // Each connection to A ends (closed or broken), with nothing new.
+    for (n, client) in clients.iter_mut().enumerate() {
+        match client.next(Duration::from_secs(10)).await {
+            Ok(Some(msg)) => {
+                panic!("client {n}: a message after line 41 from a dead node: {msg:?}")
+            }
+            Ok(None) => {}
+            Err(e) if e.starts_with("connection broke") => {}
+            Err(e) => panic!("client {n}: the connection to the killed node: {e}"),
+        }
+    }
+    drop(lazy);
+    std::fs::write(&go, "").unwrap();
+    for (n, lines) in got.iter_mut().enumerate() {
+        let last = lines.last().unwrap().id.unwrap();
+        let mut sse = Sse::open(&b.url, id, Some(last))
+            .await
+            .unwrap_or_else(|e| panic!("client {n} reconnecting to B: {e:?}"));
+        let rest = sse
+            .until_end(Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("client {n} on B after {last}: {e}"));
+        lines.extend(rest);
+    }
+    let mut sse = Sse::open(&b.url, id, Some(10)).await.unwrap();
+    lazy_lines.extend(sse.until_end(Duration::from_secs(30)).await.unwrap());
+    let stored = worker.stored_lines(id);
+    assert_eq!(
+        stored.len(),
+        83,
+        "layer_start, 80 lines, layer_complete, pipeline_complete"
+    );
+    for (n, lines) in got.iter().enumerate() {
+        assert_stream(&format!("job {id}, client {n} (A then B)"), lines, &stored);
+    }
+    assert_stream(
+        &format!("job {id}, client that resumed at 10"),
+        &lazy_lines,
+        &stored,
+    );
+}
+
+/// 3. A worker killed mid-job: the job ends `error` / `worker lost` exactly
+/// once, on both web nodes, and its streams end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_job_ends_worker_lost_once_on_both_nodes() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let pids = TempDir::new("web-pids");
+    let mut worker = start_worker(&url, &endless(pids.path()), TTL, &[]);
+    let a = web(&url);
+    let b = web(&url);
+    let id = "orphaned";
+    create(&a.url, id).await;
+    let watch_a = {
+        let node = a.url.clone();
+        tokio::spawn(async move { strict(&node, id, 60).await })
+    };
+    let watch_b = {
+        let node = b.url.clone();
+        tokio::spawn(async move { strict(&node, id, 60).await })
+    };
+    until(20, "5 lines of the job on node B", || async {
+        job(&b.url, id)
+            .await
+            .filter(|j| j["lines"].as_u64() >= Some(5))
+    })
+    .await;
+    worker.kill();
+    let on_a = watch_a.await.unwrap();
+    let on_b = watch_b.await.unwrap();
+    assert_eq!(on_a, on_b, "job {id}: the streams of nodes A and B differ");
+    let (end, lines) = on_b.split_last().unwrap();
+    assert!(end.is_end(), "{end:?}");
+    for (i, m) in lines.iter().enumerate() {
+        assert_eq!(
+            m.id,
+            Some(i as u64 + 1),
+            "job {id}: gap or repeat at message {i}: {m:?}"
+        );
+    }
+    let n = lines.len();
+    let completes = events(lines, "pipeline_complete");
+    assert_eq!(
+        completes.len(),
+        1,
+        "job {id}: pipeline_complete lines: {completes:?}"
+    );
+    let complete = &lines[n - 1].data;
+    assert_eq!(complete["event"], "pipeline_complete", "{complete}");
+    assert_eq!(complete["status"], "error", "{complete}");
+    assert_eq!(complete["error"], WORKER_LOST, "{complete}");
+    let closing = &lines[n - 2].data;
+    assert_eq!(closing["event"], "layer_error", "{closing}");
+    assert_eq!(closing["layer_name"], "endless", "{closing}");
+    assert_eq!(closing["error"], WORKER_LOST, "{closing}");
+    // Everything before the closing lines is the worker's own log.
+    let stored = worker.stored_lines(id);
+    assert!(
+        stored.len() >= n - 2,
+        "the stream has lines the worker never stored"
+    );
+    assert_lines(
+        &format!("job {id} before its end"),
+        &lines[..n - 2],
+        &stored[..n - 2],
+        0,
+    );
+    for node in [&a.url, &b.url] {
+        let j = finished(node, id, 20).await;
+        assert_eq!(j["status"], "error", "job {id} on {node}: {j}");
+        assert_eq!(j["reason"], WORKER_LOST, "job {id} on {node}: {j}");
+        assert_eq!(j["lines"], n as u64, "job {id} on {node}: {j}");
+        assert_eq!(j["stages"][0]["status"], "error", "job {id} on {node}: {j}");
+    }
+    // Still ended once: nothing was appended after the first end.
+    let bus = bus(&url, 2).await;
+    assert_eq!(
+        bus.last_seq(id).await.unwrap(),
+        n as u64,
+        "job {id}: a second end?"
+    );
+}
+
+/// 4. `nats-server` restarted mid-job on the same port and store: the
+/// worker and both web nodes reconnect, and every line reaches each node's
+/// client once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_mid_job_loses_and_repeats_nothing_on_either_node() {
+    let mut server = NatsServer::start();
+    let url = server.url();
+    let gates = TempDir::new("web-gates");
+    let (ga, gb) = (gates.path().join("a"), gates.path().join("b"));
+    let script = format!(
+        r#"case "$JOB_ID" in after-*) echo "after the restart"; exit 0 ;; esac
+i=0; while [ $i -lt 50 ]; do i=$((i+1)); echo "line $i"; done
+while [ ! -f '{a}' ]; do sleep 0.02; done
+while [ $i -lt 100 ]; do i=$((i+1)); echo "line $i"; done
+while [ ! -f '{b}' ]; do sleep 0.02; done
+echo last"#,
+        a = ga.display(),
+        b = gb.display()
+    );
+    let worker = start_worker(&url, &script, TTL, &[]);
+    let a = web(&url);
+    let b = web(&url);
+    let id = "outage";
+    create(&a.url, id).await;
+    let followers: Vec<_> = [&a.url, &b.url]
+        .into_iter()
+        .map(|node| {
+            let nodes = vec![node.clone()];
+            tokio::spawn(async move { follow(&nodes, id, None, 90).await })
+        })
+        .collect();
+    until(20, "50 lines of the job on node B", || async {
+        job(&b.url, id)
+            .await
+            .filter(|j| j["lines"].as_u64() >= Some(50))
+    })
+    .await;
+    server.stop();
+    std::fs::write(&ga, "").unwrap();
+    until(20, "100 lines stored while NATS is down", || async {
+        (worker.stored_lines(id).len() >= 100).then_some(())
+    })
+    .await;
+    server.restart();
+    std::fs::write(&gb, "").unwrap();
+    let stored = until(60, "the job's end in the worker's log", || async {
+        let s = worker.stored_lines(id);
+        (s.len() >= 102).then_some(s)
+    })
+    .await;
+    for (node, follower) in ["A", "B"].into_iter().zip(followers) {
+        let seen = follower.await.unwrap();
+        assert_lines(&format!("job {id} on node {node}"), &seen.lines, &stored, 0);
+        eprintln!("node {node}: {} connections", seen.connections);
+    }
+    for node in [&a.url, &b.url] {
+        let j = finished(node, id, 30).await;
+        assert_eq!(j["outcome"], "success", "job {id} on {node}: {j}");
+        assert_eq!(j["lines"], 102, "job {id} on {node}: {j}");
+    }
+    // Both nodes work after the restart: a job posted to A streams on B.
+    create(&a.url, "after-1").await;
+    let msgs = strict(&b.url, "after-1", 30).await;
+    assert_stream(
+        "job after-1 on node B",
+        &msgs,
+        &worker.stored_lines("after-1"),
+    );
+}
+
+/// 5. A client that reads nothing (a tiny receive buffer) does not hold up
+/// another client of the same job on the same node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_does_not_slow_the_others() {
+    let server = NatsServer::start();
+    let url = server.url();
+    // About 8 MB: far more than the socket buffers between a node and a
+    // client that reads nothing.
+    let script = r#"awk 'BEGIN { pad = sprintf("%180s", ""); gsub(/ /, "x", pad); for (i = 1; i <= 40000; i++) printf "line %d %s\n", i, pad }'"#;
+    let worker = start_worker(&url, script, TTL, &[]);
+    let a = web(&url);
+    let id = "bulky";
+    create(&a.url, id).await;
+    until(20, "the job known on node A", || job(&a.url, id)).await;
+    let slow = SlowClient::open(&a.url, id, 2048).await;
+    let fast = strict(&a.url, id, 120).await;
+    let stored = worker.stored_lines(id);
+    assert_eq!(stored.len(), 40001);
+    assert_stream(&format!("job {id}, the fast client"), &fast, &stored);
+    // The slow one, read now, still gets everything (resuming as a
+    // browser would, should the node have dropped it).
+    let (status, mut msgs) = slow.read_to_end(64 * 1024, 120).await;
+    assert_eq!(status, 200, "the slow client's reply");
+    if !msgs.last().is_some_and(Msg::is_end) {
+        let last = msgs.iter().rev().find_map(|m| m.id);
+        eprintln!("the slow client was dropped after id {last:?}: resuming");
+        let rest = follow(std::slice::from_ref(&a.url), id, last, 60).await;
+        msgs.extend(rest.lines);
+        msgs.extend(rest.end);
+    }
+    assert_stream(&format!("job {id}, the slow client"), &msgs, &stored);
+}
+
+/// 6. Two workers racing for each job: exactly one runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_racing_run_each_web_job_once() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let script = r#"echo "run $JOB_ID"; sleep 0.05; echo done"#;
+    let one = start_worker(&url, script, TTL, &["--max-running", "2"]);
+    let two = start_worker(&url, script, TTL, &["--max-running", "2"]);
+    let refs = [&one, &two];
+    let a = web(&url);
+    let b = web(&url);
+    let ids: Vec<String> = (0..8).map(|i| format!("race-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        create(if i % 2 == 0 { &a.url } else { &b.url }, id).await;
+    }
+    let bus = bus(&url, 2).await;
+    for id in &ids {
+        let msgs = strict(&a.url, id, 30).await;
+        let runner = runner_of(&refs, id);
+        assert_stream(
+            &format!("job {id} on node A"),
+            &msgs,
+            &runner.stored_lines(id),
+        );
+        let runs = msgs
+            .iter()
+            .filter(|m| m.data["text"] == format!("run {id}"))
+            .count();
+        assert_eq!(runs, 1, "job {id} ran {runs} times");
+        let state = bus.job_state(id).await.unwrap().unwrap().0;
+        assert_eq!(
+            state.worker.as_deref(),
+            Some(runner.id.as_str()),
+            "job {id}"
+        );
+    }
+}
+
+/// 7. A job id that is not a valid subject token is refused with 400, and
+/// nothing reaches the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_job_ids_are_refused_and_nothing_is_published() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let a = web(&url);
+    let long = "x".repeat(65);
+    for bad in ["a.b", "*", ">", "a b", "a>", "x.*", long.as_str(), ""] {
+        let (status, body) = post_job(&a.url, bad).await;
+        assert_eq!(status, 400, "POST job id {bad:?}: {body}");
+        assert!(body["error"].is_string(), "POST job id {bad:?}: {body}");
+    }
+    let (status, _) = call("GET", &format!("{}/api/jobs/a.b/events", a.url), "").await;
+    assert_eq!(status, 400, "GET /api/jobs/a.b/events");
+    let bus = bus(&url, 2).await;
+    assert_eq!(
+        bus.job_ids().await.unwrap(),
+        Vec::<String>::new(),
+        "state entries"
+    );
+    let js = async_nats::jetstream::new(bus.client().clone());
+    let mut requests = js.get_stream(JOBS_STREAM).await.unwrap();
+    assert_eq!(
+        requests.info().await.unwrap().state.messages,
+        0,
+        "job requests"
+    );
+    // The largest valid id is taken (so the checks above would have seen a
+    // published job), and only once.
+    let max = "y".repeat(64);
+    create(&a.url, &max).await;
+    assert_eq!(bus.job_ids().await.unwrap(), vec![max.clone()]);
+    assert_eq!(
+        requests.info().await.unwrap().state.messages,
+        1,
+        "job requests"
+    );
+    let (status, body) = post_job(&a.url, &max).await;
+    assert_eq!(status, 409, "a duplicate id: {body}");
+}
+
+/// 8. NATS unreachable at start: a clear error naming the URL, quickly.
+#[test]
+fn a_web_node_without_nats_fails_naming_the_url() {
+    let dir = TempDir::new("web-unreachable");
+    let nats = "nats://127.0.0.1:1";
+    let data = dir.path().join("cache");
+    let data = data.to_str().unwrap();
+    for args in [
+        &[
+            "serve",
+            "--nats",
+            nats,
+            "--bind",
+            "127.0.0.1:0",
+            "--data-dir",
+            data,
+        ][..],
+        &["--nats", nats, "--bind", "127.0.0.1:0", "--data-dir", data],
+    ] {
+        let out = run_bin(args, Duration::from_secs(20));
+        let status = out
+            .status
+            .unwrap_or_else(|| panic!("{args:?}: still running after 20 s"));
+        assert!(!status.success(), "{args:?}: {status}");
+        assert!(
+            out.took < Duration::from_secs(10),
+            "{args:?}: took {:?}",
+            out.took
+        );
+        assert!(
+            out.stderr
+                .contains(&format!("cannot connect to NATS at {nats}")),
+            "{args:?}: stderr {:?}",
+            out.stderr
+        );
+        assert!(
+            !out.stdout.contains("listening on"),
+            "{args:?}: {:?}",
+            out.stdout
+        );
+    }
+}
+
+/// 9a. Cancel a queued job (no worker yet) on the other node: it ends
+/// `cancelled` and never runs, even once a worker starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_job_cancelled_through_a_web_node_never_runs() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let a = web(&url);
+    let b = web(&url);
+    let id = "never-run";
+    create(&a.url, id).await;
+    until(20, "the job known on node B", || job(&b.url, id)).await;
+    let (status, body) = call("POST", &format!("{}/api/jobs/{id}/cancel", b.url), "").await;
+    assert!(
+        status == 200 || status == 202,
+        "cancel a queued job: {status} {body}"
+    );
+    for node in [&a.url, &b.url] {
+        let j = finished(node, id, 20).await;
+        assert_eq!(j["outcome"], "cancelled", "job {id} on {node}: {j}");
+        assert_eq!(j["reason"], "cancelled", "job {id} on {node}: {j}");
+    }
+    let msgs = strict(&a.url, id, 20).await;
+    assert!(msgs.last().unwrap().is_end());
+    for m in &msgs[..msgs.len() - 1] {
+        assert_ne!(m.data["type"], "output", "job {id} printed: {m:?}");
+    }
+    let (status, body) = call("POST", &format!("{}/api/jobs/{id}/cancel", a.url), "").await;
+    assert_eq!(status, 409, "cancel a finished job: {body}");
+    // A worker now: it runs a later job, and never the cancelled one.
+    let worker = start_worker(&url, r#"echo "ran $JOB_ID""#, TTL, &[]);
+    create(&a.url, "probe").await;
+    finished(&b.url, "probe", 20).await;
+    assert!(worker.has_job("probe"));
+    assert!(!worker.has_job(id), "the worker ran the cancelled job {id}");
+    let j = job(&b.url, id).await.unwrap();
+    assert_eq!(j["outcome"], "cancelled", "job {id}: {j}");
+}
+
+/// 9b. A running job posted to A and cancelled on B ends as a cancelled job
+/// does, and its child is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_job_cancelled_on_the_other_node_stops_its_child() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let pids = TempDir::new("web-pids");
+    let worker = start_worker(&url, &endless(pids.path()), TTL, &[]);
+    let a = web(&url);
+    let b = web(&url);
+    let id = "stopped";
+    create(&a.url, id).await;
+    until(20, "3 lines of the job on node B", || async {
+        job(&b.url, id)
+            .await
+            .filter(|j| j["lines"].as_u64() >= Some(3))
+    })
+    .await;
+    let pid: u32 = std::fs::read_to_string(pids.path().join(id))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(pid));
+    let (status, body) = call("POST", &format!("{}/api/jobs/{id}/cancel", b.url), "").await;
+    assert!(
+        status == 200 || status == 202,
+        "cancel a running job: {status} {body}"
+    );
+    for node in [&a.url, &b.url] {
+        let j = finished(node, id, 20).await;
+        assert_eq!(j["outcome"], "cancelled", "job {id} on {node}: {j}");
+        assert_eq!(j["reason"], "cancelled", "job {id} on {node}: {j}");
+        assert_eq!(
+            j["stages"][0]["status"], "cancelled",
+            "job {id} on {node}: {j}"
+        );
+    }
+    until(10, "the child to be gone", || async {
+        (!alive(pid)).then_some(())
+    })
+    .await;
+    let stored = worker.stored_lines(id);
+    for node in [&a.url, &b.url] {
+        let msgs = strict(node, id, 20).await;
+        assert_stream(&format!("job {id} on {node}"), &msgs, &stored);
+        let lines = &msgs[..msgs.len() - 1];
+        let last = &lines[lines.len() - 1].data;
+        assert_eq!(last["event"], "pipeline_complete", "{last}");
+        assert_eq!(last["error"], "cancelled", "{last}");
+        let closing = &lines[lines.len() - 2].data;
+        assert_eq!(closing["event"], "layer_error", "{closing}");
+        assert_eq!(closing["error"], "cancelled", "{closing}");
+    }
+}
+
+/// 9c. Cancelling a running job whose worker does not answer (stopped with
+/// SIGSTOP): 503 within about 10 s; once it runs again, cancel works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_job_whose_worker_is_stopped_gives_503() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let pids = TempDir::new("web-pids");
+    // A long TTL: the stopped worker must not be taken for lost meanwhile.
+    let worker = start_worker(&url, &endless(pids.path()), "60", &[]);
+    let a = WebNode::start(&url, &["--worker-ttl", "60"]);
+    let id = "unanswered";
+    create(&a.url, id).await;
+    until(20, "3 lines of the job on node A", || async {
+        job(&a.url, id)
+            .await
+            .filter(|j| j["lines"].as_u64() >= Some(3))
+    })
+    .await;
+    worker.signal(Signal::SIGSTOP);
+    let start = Instant::now();
+    let (status, body) = call("POST", &format!("{}/api/jobs/{id}/cancel", a.url), "").await;
+    let took = start.elapsed();
+    worker.signal(Signal::SIGCONT);
+    assert_eq!(status, 503, "cancel with the worker stopped: {body}");
+    assert!(body["error"].is_string(), "{body}");
+    assert!(took < Duration::from_secs(10), "the 503 took {took:?}");
+    // Running again: the job can be cancelled (the earlier request may
+    // already have reached it when it woke: then it is 409).
+    let (status, body) = call("POST", &format!("{}/api/jobs/{id}/cancel", a.url), "").await;
+    assert!(
+        [200, 202, 409].contains(&status),
+        "cancel again: {status} {body}"
+    );
+    let j = finished(&a.url, id, 20).await;
+    assert_eq!(j["outcome"], "cancelled", "job {id}: {j}");
+}
+
+/// 10. A finished job deleted on A disappears from B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_deleted_on_one_node_disappears_from_the_other() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let gates = TempDir::new("web-gates");
+    let go = gates.path().join("go");
+    let script = format!(
+        r#"case "$JOB_ID" in hold*) while [ ! -f '{}' ]; do sleep 0.02; done ;; esac; echo "hi $JOB_ID""#,
+        go.display()
+    );
+    let _worker = start_worker(&url, &script, TTL, &[]);
+    let a = web(&url);
+    let b = web(&url);
+    create(&a.url, "doomed").await;
+    create(&a.url, "kept").await;
+    create(&a.url, "hold").await;
+    finished(&b.url, "doomed", 20).await;
+    finished(&b.url, "kept", 20).await;
+    running(&b.url, "hold", 20).await;
+    let (status, body) = call("DELETE", &format!("{}/api/jobs/hold", b.url), "").await;
+    assert_eq!(status, 409, "DELETE a running job: {body}");
+    let (status, body) = call("DELETE", &format!("{}/api/jobs/doomed", a.url), "").await;
+    assert_eq!(status, 200, "DELETE a finished job: {body}");
+    assert_eq!(body["deleted"], true, "{body}");
+    for node in [&b.url, &a.url] {
+        until(20, &format!("job doomed gone from {node}"), || async {
+            let list = jobs(node).await?;
+            let ids: Vec<&str> = list.iter().filter_map(|s| s["job_id"].as_str()).collect();
+            (!ids.contains(&"doomed") && ids.contains(&"kept") && ids.contains(&"hold"))
+                .then_some(())
+        })
+        .await;
+        let (status, _) = call("GET", &format!("{node}/api/jobs/doomed"), "").await;
+        assert_eq!(status, 404, "GET a deleted job on {node}");
+        let (status, _) = call("GET", &format!("{node}/api/jobs/doomed/events"), "").await;
+        assert_eq!(status, 404, "GET a deleted job's events on {node}");
+    }
+    std::fs::write(&go, "").unwrap();
+    finished(&b.url, "hold", 20).await;
+}
+
+/// 11. A web node runs no commands: one after `--` is refused (exit 2).
+#[test]
+fn a_web_node_refuses_a_command() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let dir = TempDir::new("web-command");
+    let data = dir.path().join("cache");
+    let data = data.to_str().unwrap();
+    for args in [
+        &[
+            "serve",
+            "--nats",
+            &url,
+            "--bind",
+            "127.0.0.1:0",
+            "--data-dir",
+            data,
+            "--",
+            "sh",
+            "-c",
+            "true",
+        ][..],
+        &[
+            "--nats",
+            &url,
+            "--bind",
+            "127.0.0.1:0",
+            "--data-dir",
+            data,
+            "--",
+            "true",
+        ],
+    ] {
+        let out = run_bin(args, Duration::from_secs(20));
+        let status = out
+            .status
+            .unwrap_or_else(|| panic!("{args:?}: still running after 20 s"));
+        assert_eq!(status.code(), Some(2), "{args:?}: stderr {:?}", out.stderr);
+        assert!(
+            out.stderr.contains("pipeline-runner worker"),
+            "{args:?}: stderr {:?}",
+            out.stderr
+        );
+        assert!(
+            !out.stdout.contains("listening on"),
+            "{args:?}: {:?}",
+            out.stdout
+        );
+    }
+}
