@@ -88,7 +88,7 @@ fn summary_key(s: &Value) -> Value {
     })
 }
 
-/// 1. The held-out scenario: three workers, two web nodes; jobs posted to
+/// The held-out scenario: three workers, two web nodes; jobs posted to
 /// node A and watched on node B from their start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_posted_to_one_node_stream_on_the_other_line_for_line() {
@@ -174,7 +174,7 @@ async fn jobs_posted_to_one_node_stream_on_the_other_line_for_line() {
     assert!(used >= 2, "only {used} of 3 workers ran any of 9 jobs");
 }
 
-/// 2. A web node killed while clients stream a running job: they resume on
+/// A web node killed while clients stream a running job: they resume on
 /// the other node with `Last-Event-ID` and miss and repeat nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_of_a_killed_web_node_resume_on_the_other() {
@@ -255,7 +255,7 @@ async fn clients_of_a_killed_web_node_resume_on_the_other() {
     );
 }
 
-/// 3. A worker killed mid-job: the job ends `error` / `worker lost` exactly
+/// A worker killed mid-job: the job ends `error` / `worker lost` exactly
 /// once, on both web nodes, and its streams end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_workers_job_ends_worker_lost_once_on_both_nodes() {
@@ -337,7 +337,7 @@ async fn a_killed_workers_job_ends_worker_lost_once_on_both_nodes() {
     );
 }
 
-/// 4. `nats-server` restarted mid-job on the same port and store: the
+/// `nats-server` restarted mid-job on the same port and store: the
 /// worker and both web nodes reconnect, and every line reaches each node's
 /// client once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,7 +407,7 @@ echo last"#,
     );
 }
 
-/// 5. A client that reads nothing (a tiny receive buffer) does not hold up
+/// A client that reads nothing (a tiny receive buffer) does not hold up
 /// another client of the same job on the same node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_client_does_not_slow_the_others() {
@@ -440,7 +440,7 @@ async fn a_slow_client_does_not_slow_the_others() {
     assert_stream(&format!("job {id}, the slow client"), &msgs, &stored);
 }
 
-/// 6. Two workers racing for each job: exactly one runs it.
+/// Two workers racing for each job: exactly one runs it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_racing_run_each_web_job_once() {
     let server = NatsServer::start();
@@ -478,7 +478,7 @@ async fn two_workers_racing_run_each_web_job_once() {
     }
 }
 
-/// 7. A job id that is not a valid subject token is refused with 400, and
+/// A job id that is not a valid subject token is refused with 400, and
 /// nothing reaches the broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_job_ids_are_refused_and_nothing_is_published() {
@@ -520,7 +520,7 @@ async fn invalid_job_ids_are_refused_and_nothing_is_published() {
     assert_eq!(status, 409, "a duplicate id: {body}");
 }
 
-/// 8. NATS unreachable at start: a clear error naming the URL, quickly.
+/// NATS unreachable at start: a clear error naming the URL, quickly.
 #[test]
 fn a_web_node_without_nats_fails_naming_the_url() {
     let dir = TempDir::new("web-unreachable");
@@ -563,7 +563,7 @@ fn a_web_node_without_nats_fails_naming_the_url() {
     }
 }
 
-/// 9a. Cancel a queued job (no worker yet) on the other node: it ends
+/// Cancel a queued job (no worker yet) on the other node: it ends
 /// `cancelled` and never runs, even once a worker starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_job_cancelled_through_a_web_node_never_runs() {
@@ -601,7 +601,7 @@ async fn a_queued_job_cancelled_through_a_web_node_never_runs() {
     assert_eq!(j["outcome"], "cancelled", "job {id}: {j}");
 }
 
-/// 9b. A running job posted to A and cancelled on B ends as a cancelled job
+/// A running job posted to A and cancelled on B ends as a cancelled job
 /// does, and its child is stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_job_cancelled_on_the_other_node_stops_its_child() {
@@ -657,7 +657,7 @@ async fn a_running_job_cancelled_on_the_other_node_stops_its_child() {
     }
 }
 
-/// 9c. Cancelling a running job whose worker does not answer (stopped with
+/// Cancelling a running job whose worker does not answer (stopped with
 /// SIGSTOP): 503 within about 10 s; once it runs again, cancel works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_job_whose_worker_is_stopped_gives_503() {
@@ -694,7 +694,7 @@ async fn cancelling_a_job_whose_worker_is_stopped_gives_503() {
     assert_eq!(j["outcome"], "cancelled", "job {id}: {j}");
 }
 
-/// 10. A finished job deleted on A disappears from B.
+/// A finished job deleted on A disappears from B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_deleted_on_one_node_disappears_from_the_other() {
     let server = NatsServer::start();
@@ -736,7 +736,7 @@ async fn a_job_deleted_on_one_node_disappears_from_the_other() {
     finished(&b.url, "hold", 20).await;
 }
 
-/// 11. A web node runs no commands: one after `--` is refused (exit 2).
+/// A web node runs no commands: one after `--` is refused (exit 2).
 #[test]
 fn a_web_node_refuses_a_command() {
     let server = NatsServer::start();
@@ -785,4 +785,72 @@ fn a_web_node_refuses_a_command() {
             out.stdout
         );
     }
+}
+
+/// SIGTERM stops a web node gracefully: its open streams end, it exits
+/// 0, and the job carries on (its worker is not the node's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_web_node_and_ends_its_streams() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let pids = TempDir::new("web-pids");
+    let _worker = start_worker(&url, &endless(pids.path()), TTL, &[]);
+    let mut a = web(&url);
+    let b = web(&url);
+    let id = "outlives";
+    create(&a.url, id).await;
+    let mut sse = Sse::open_when_known(&a.url, id, None, 20).await;
+    sse.next(Duration::from_secs(20)).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || a.terminate())
+        .await
+        .unwrap();
+    assert!(
+        status.success(),
+        "the web node's exit after SIGTERM: {status}"
+    );
+    let closed = loop {
+        match sse.next(Duration::from_secs(10)).await {
+            Ok(Some(_)) => continue,
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(closed, Ok(None))
+            || matches!(&closed, Err(e) if e.starts_with("connection broke")),
+        "the open stream after SIGTERM: {closed:?}"
+    );
+    assert_eq!(running(&b.url, id, 10).await["state"], "running");
+}
+
+/// The cache directory is the web node's own: one that holds anything
+/// else is refused (exit 1) and left as it was.
+#[test]
+fn a_web_node_refuses_a_directory_that_is_not_its_cache() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let dir = TempDir::new("web-foreign");
+    let foreign = dir.path().join("runner-data");
+    std::fs::create_dir_all(foreign.join("jobs/j1")).unwrap();
+    std::fs::write(foreign.join("jobs/j1/events.jsonl"), "{}\n").unwrap();
+    let data = foreign.to_str().unwrap();
+    let out = run_bin(
+        &[
+            "serve",
+            "--nats",
+            &url,
+            "--bind",
+            "127.0.0.1:0",
+            "--data-dir",
+            data,
+        ],
+        Duration::from_secs(20),
+    );
+    let status = out.status.expect("still running after 20 s");
+    assert_eq!(status.code(), Some(1), "stderr {:?}", out.stderr);
+    assert!(!out.stdout.contains("listening on"), "{:?}", out.stdout);
+    assert_eq!(
+        std::fs::read_to_string(foreign.join("jobs/j1/events.jsonl")).unwrap(),
+        "{}\n",
+        "the foreign directory was touched"
+    );
 }
