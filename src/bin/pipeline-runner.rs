@@ -38,9 +38,10 @@ struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
     bind: SocketAddr,
-    /// Where job logs and metadata are kept.
-    #[arg(long, value_name = "DIR", default_value = "pipeline-runner-data")]
-    data_dir: PathBuf,
+    /// Where job logs and metadata are kept [default: pipeline-runner-data;
+    /// with --nats, pipeline-web-data, a cache emptied at start].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// Allow a non-loopback --bind. The API has no authentication: anyone who
     /// can reach the address can start and cancel jobs and read their output.
     #[arg(long)]
@@ -70,6 +71,19 @@ struct Args {
     /// {span_id}), e.g. `https://tempo.example/trace/{trace_id}`.
     #[arg(long, value_name = "TEMPLATE", value_parser = trace_template)]
     trace_url: Option<String>,
+    /// Serve as a web node of the NATS JetStream server(s) at URL (comma
+    /// separated): the page and API of the jobs that `pipeline-runner
+    /// worker` processes run, no children here.
+    #[cfg(feature = "nats")]
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// This web node's name in /api/health (with --nats; default: generated).
+    #[cfg(feature = "nats")]
+    #[arg(long, value_name = "ID", requires = "nats")]
+    node_id: Option<String>,
+    #[cfg(feature = "nats")]
+    #[command(flatten)]
+    bus: tracing_pipeline::runner::nats::BusArgs,
     /// The pipeline command and its arguments, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<OsString>,
@@ -127,6 +141,10 @@ fn main() -> ExitCode {
     if rest.peek().is_some_and(|a| a == "worker") {
         return tracing_pipeline::runner::nats::worker_main(program.into_iter().chain(rest));
     }
+    // `pipeline-runner serve ...` is `pipeline-runner ...`.
+    if rest.peek().is_some_and(|a| a == "serve") {
+        rest.next();
+    }
     let args = Args::parse_from(program.into_iter().chain(rest));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -150,6 +168,16 @@ fn main() -> ExitCode {
             args.bind
         );
     }
+    let options = RunnerOptions::default()
+        .keep_jobs(args.keep_jobs)
+        .keep_days(args.keep_days)
+        .tokens_field(args.tokens_field.clone())
+        .price_per_1k_tokens(args.price_per_1k_tokens)
+        .trace_url(args.trace_url.clone());
+    #[cfg(feature = "nats")]
+    if let Some(url) = args.nats.clone() {
+        return serve_web_node(args, url, options);
+    }
     let command = if args.command.is_empty() {
         match std::env::current_exe() {
             Ok(exe) => vec![exe.into_os_string(), "reference".into()],
@@ -161,16 +189,15 @@ fn main() -> ExitCode {
     } else {
         args.command
     };
-    let mut options = RunnerOptions::default()
-        .keep_jobs(args.keep_jobs)
-        .keep_days(args.keep_days)
-        .tokens_field(args.tokens_field)
-        .price_per_1k_tokens(args.price_per_1k_tokens)
-        .trace_url(args.trace_url);
+    let mut options = options;
     if let Some(n) = args.max_running {
         options = options.max_running(n as usize);
     }
-    let runner = match Runner::open_with(command, &args.data_dir, options) {
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("pipeline-runner-data"));
+    let runner = match Runner::open_with(command, &data_dir, options) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("{e}");
@@ -178,22 +205,83 @@ fn main() -> ExitCode {
         }
     };
     runner.allow_hosts(args.allow_host);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    runtime.block_on(listen_and_serve(args.bind, runner))
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => Some(rt),
         Err(e) => {
             tracing::error!("cannot start the tokio runtime: {e}");
-            return ExitCode::FAILURE;
+            None
+        }
+    }
+}
+
+/// `pipeline-runner serve --nats URL`: a web node (see docs/distributed.md).
+#[cfg(feature = "nats")]
+fn serve_web_node(args: Args, url: String, options: RunnerOptions) -> ExitCode {
+    use tracing_pipeline::runner::nats::{open_web_node, WebNodeConfig};
+    if !args.command.is_empty() {
+        tracing::error!(
+            "a web node (--nats) runs no commands: give the pipeline command to \
+             `pipeline-runner worker --nats URL -- COMMAND`"
+        );
+        return ExitCode::from(2);
+    }
+    if args.max_running.is_some() {
+        tracing::error!(
+            "--max-running is a worker's setting with --nats: give it to `pipeline-runner worker`"
+        );
+        return ExitCode::from(2);
+    }
+    let bus = match args.bus.config(&url) {
+        Ok(bus) => bus,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
         }
     };
+    let config = WebNodeConfig {
+        bus,
+        data_dir: args
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("pipeline-web-data")),
+        node_id: args.node_id.clone(),
+        options,
+    };
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
     runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(args.bind).await {
-            Ok(l) => l,
+        let runner = match open_web_node(config).await {
+            Ok(r) => r,
             Err(e) => {
-                tracing::error!("cannot listen on {}: {e}", args.bind);
+                tracing::error!("{e}");
                 return ExitCode::FAILURE;
             }
         };
-        let addr = listener.local_addr().unwrap_or(args.bind);
+        runner.allow_hosts(args.allow_host);
+        listen_and_serve(args.bind, runner).await
+    })
+}
+
+/// Listens on `bind`, says where on stdout, and serves `runner` until
+/// Ctrl-C or SIGTERM.
+async fn listen_and_serve(bind: SocketAddr, runner: std::sync::Arc<Runner>) -> ExitCode {
+    {
+        let listener = match tokio::net::TcpListener::bind(bind).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("cannot listen on {bind}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = listener.local_addr().unwrap_or(bind);
         // Listening for SIGINT/SIGTERM before saying where we listen: a
         // signal sent as soon as that line is read gets the graceful stop.
         let stop = shutdown_signal();
@@ -214,5 +302,5 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    }
 }

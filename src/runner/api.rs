@@ -43,7 +43,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use super::job::Job;
 use super::joblog::{Record, RecordReader};
 use super::model::validate_job_id;
-use super::model::{log_level, Outcome};
+use super::model::{log_level, Outcome, Phase};
 use super::params::{bad, Params};
 use super::stats::{window_stats, MAX_WINDOW};
 use super::{sse, Runner, RunnerError};
@@ -142,7 +142,9 @@ impl IntoResponse for RunnerError {
             | RunnerError::AlreadyFinished(_)
             | RunnerError::NotFinished(_) => StatusCode::CONFLICT,
             RunnerError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            RunnerError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            RunnerError::ShuttingDown | RunnerError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             RunnerError::EmptyCommand
             | RunnerError::DataDir { .. }
             | RunnerError::DataDirInUse(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -278,7 +280,11 @@ async fn create_job(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, RunnerError> {
     Params::parse(&uri, NO_PARAMETERS, &[])?;
-    let id = runner.start_job(requested_id(body)?)?;
+    let requested = requested_id(body)?;
+    let id = match runner.remote() {
+        Some(_) => submit(&runner, requested, None).await?,
+        None => runner.start_job(requested)?,
+    };
     let summary = runner.job(&id)?.summary();
     let mut v = serde_json::to_value(summary).unwrap_or_else(|_| json!({}));
     v["job_id"] = json!(id);
@@ -293,7 +299,16 @@ async fn rerun_job(
 ) -> Result<Response, RunnerError> {
     let job = job_in(&runner, path)?;
     Params::parse(&uri, NO_PARAMETERS, &[])?;
-    let id = runner.rerun_job(job.id(), requested_id(body)?)?;
+    let requested = requested_id(body)?;
+    let id = match runner.remote() {
+        Some(_) => {
+            if matches!(job.phase(), Phase::Running | Phase::Queued) {
+                return Err(RunnerError::NotFinished(job.id().to_owned()));
+            }
+            submit(&runner, requested, Some(job.id().to_owned())).await?
+        }
+        None => runner.rerun_job(job.id(), requested)?,
+    };
     Ok((
         StatusCode::CREATED,
         Json(json!({ "job_id": id, "rerun_of": job.id() })),
@@ -308,7 +323,16 @@ async fn delete_job(
 ) -> Result<Response, RunnerError> {
     let job = job_in(&runner, path)?;
     Params::parse(&uri, NO_PARAMETERS, &[])?;
-    runner.delete_job(job.id())?;
+    match runner.remote() {
+        Some(remote) => {
+            if matches!(job.phase(), Phase::Running | Phase::Queued) {
+                return Err(RunnerError::NotFinished(job.id().to_owned()));
+            }
+            remote.delete(job.id()).await?;
+            runner.mirror_forget(job.id());
+        }
+        None => runner.delete_job(job.id())?,
+    }
     Ok(Json(json!({ "job_id": job.id(), "deleted": true })).into_response())
 }
 
@@ -322,7 +346,7 @@ async fn health(State(runner): State<Arc<Runner>>, uri: Uri) -> Result<Json<Valu
     };
     let (running, queued) = runner.load();
     let o = runner.options();
-    Ok(Json(json!({
+    let mut health = json!({
         "ok": true,
         "version": env!("CARGO_PKG_VERSION"),
         "data_dir": runner.data_dir().display().to_string(),
@@ -337,7 +361,36 @@ async fn health(State(runner): State<Arc<Runner>>, uri: Uri) -> Result<Json<Valu
         "tokens_field": o.tokens_field,
         "price_per_1k_tokens": o.price_per_1k_tokens,
         "sse_clients": runner.shared().counters.sse_clients.load(Ordering::Relaxed),
-    })))
+    });
+    if let (Some(remote), Some(map)) = (runner.remote(), health.as_object_mut()) {
+        map.extend(remote.health());
+    }
+    Ok(Json(health))
+}
+
+/// Queues job `requested` (a generated id when `None`) with the runner's
+/// remote, and mirrors it here at once, queued; returns its id.
+async fn submit(
+    runner: &Runner,
+    requested: Option<String>,
+    rerun_of: Option<String>,
+) -> Result<String, RunnerError> {
+    let Some(remote) = runner.remote() else {
+        return Err(RunnerError::EmptyCommand);
+    };
+    let id = match requested {
+        Some(id) => {
+            validate_job_id(&id)?;
+            id
+        }
+        None => crate::reference::generate_job_id(),
+    };
+    if runner.job(&id).is_ok() {
+        return Err(RunnerError::DuplicateJob(id));
+    }
+    let summary = remote.submit(id, rerun_of).await?;
+    runner.mirror(&summary, Vec::new())?;
+    Ok(summary.job_id)
 }
 
 /// `status=` values: outcomes, comma-separated.
@@ -391,7 +444,15 @@ async fn cancel_job(
 ) -> Result<Response, RunnerError> {
     let job = job_in(&runner, path)?;
     Params::parse(&uri, NO_PARAMETERS, &[])?;
-    runner.cancel_job(job.id())?;
+    match runner.remote() {
+        Some(remote) => {
+            if !matches!(job.phase(), Phase::Running | Phase::Queued) {
+                return Err(RunnerError::AlreadyFinished(job.id().to_owned()));
+            }
+            remote.cancel(job.id()).await?;
+        }
+        None => runner.cancel_job(job.id())?,
+    }
     Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job.id() }))).into_response())
 }
 

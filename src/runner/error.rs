@@ -85,4 +85,8 @@ pub enum RunnerError {
     /// A route asked with a method it does not take.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A web node cannot do what was asked now: the broker cannot be
+    /// reached, or no worker answered for the job.
+    #[error("{0}")]
+    Unavailable(String),
 }

@@ -42,7 +42,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
-use super::classify::{classify, Classified, LineKind, LineSplitter, RawLine, Stream};
+use super::classify::{classify, output_data, Classified, LineKind, LineSplitter, RawLine, Stream};
 use super::error::RunnerError;
 use super::joblog::{LogTail, OffsetIndex, Record};
 use super::model::now_timestamp;
@@ -92,7 +92,8 @@ pub(crate) struct Job {
     id: String,
     created_at: String,
     rerun_of: Option<String>,
-    trace: Option<TraceIds>,
+    /// Set once: at creation, or for a mirror when the job has started.
+    trace: std::sync::OnceLock<TraceIds>,
     events_path: PathBuf,
     shared: Arc<Shared>,
     inner: Mutex<Inner>,
@@ -146,7 +147,7 @@ impl Job {
             id: s.job_id,
             created_at: s.created_at,
             rerun_of: s.rerun_of,
-            trace,
+            trace: once(trace),
             events_path,
             shared,
             inner: Mutex::new(Inner {
@@ -231,10 +232,11 @@ impl Job {
             counts: count(&inner.tracker.stages),
             queue_position: inner.queue_position,
             rerun_of: self.rerun_of.clone(),
-            trace_id: self.trace.as_ref().map(|t| t.trace_id.clone()),
-            span_id: self.trace.as_ref().map(|t| t.span_id.clone()),
+            trace_id: self.trace.get().map(|t| t.trace_id.clone()),
+            span_id: self.trace.get().map(|t| t.span_id.clone()),
             trace_url: self
                 .trace
+                .get()
                 .as_ref()
                 .and_then(|t| options.trace_link(&t.trace_id, Some(&t.span_id))),
             tokens,
@@ -272,7 +274,7 @@ impl Job {
             s.tokens = tokens_in(s.metadata.as_ref(), &options.tokens_field)
                 .ok()
                 .flatten();
-            s.trace_url = match (&self.trace, &s.span_id) {
+            s.trace_url = match (self.trace.get(), &s.span_id) {
                 (Some(t), Some(span)) => options.trace_link(&t.trace_id, Some(span)),
                 _ => None,
             };
@@ -387,6 +389,22 @@ impl Job {
     }
 }
 
+fn once(trace: Option<TraceIds>) -> std::sync::OnceLock<TraceIds> {
+    let cell = std::sync::OnceLock::new();
+    if let Some(t) = trace {
+        let _ = cell.set(t);
+    }
+    cell
+}
+
+/// The trace ids a mirrored job's summary names, if any.
+fn trace_of(s: &Summary) -> Option<TraceIds> {
+    s.trace_id
+        .clone()
+        .zip(s.span_id.clone())
+        .map(|(trace_id, span_id)| TraceIds { trace_id, span_id })
+}
+
 /// Announces `summary` to the job list's watchers.
 fn announce(list: &ListSender, summary: &Summary) {
     if let Ok(text) = serde_json::to_string(summary) {
@@ -407,7 +425,7 @@ pub(crate) fn create(
         id: id.to_owned(),
         created_at: now_timestamp(),
         rerun_of,
-        trace: Some(TraceIds::random()),
+        trace: once(Some(TraceIds::random())),
         events_path,
         shared: Arc::clone(shared),
         inner: Mutex::new(Inner {
@@ -477,7 +495,7 @@ pub(crate) fn launch(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    if let Some(trace) = &job.trace {
+    if let Some(trace) = job.trace.get() {
         cmd.env("TRACEPARENT", trace.traceparent());
     }
     // Its own process group: a Ctrl-C in the runner's terminal reaches the
@@ -682,6 +700,9 @@ struct Recorder {
     tracker: Tracker,
     shared: Arc<Shared>,
     write_failed: bool,
+    /// Whether `output` lines get their stage added (not for a mirror,
+    /// whose lines were attributed where they were read).
+    attribute: bool,
 }
 
 /// `data` (an `output` object) with the stage's `layer` and `layer_name`.
@@ -707,6 +728,7 @@ impl Recorder {
             tracker: Tracker::default(),
             shared: Arc::clone(&job.shared),
             write_failed: false,
+            attribute: true,
         }
     }
 
@@ -730,8 +752,8 @@ impl Recorder {
                     line.data
                 }
                 LineKind::Output => match self.tracker.single_running() {
-                    Some(stage) => attribute(line.data, stage),
-                    None => line.data,
+                    Some(stage) if self.attribute => attribute(line.data, stage),
+                    _ => line.data,
                 },
             };
             records.push(self.tail.append(data, &mut self.buf, &mut index));
@@ -773,7 +795,9 @@ impl Recorder {
         }
         {
             let mut inner = self.job.lock();
-            if saw_event {
+            // A mirrored job that was already ended when it was first seen
+            // keeps the stages its end recorded.
+            if saw_event && inner.outcome.is_none() {
                 inner.tracker = self.tracker.clone();
             }
             inner.last_seq = self.tail.last_seq();
@@ -859,6 +883,227 @@ impl Recorder {
         if let Some(tx) = inner.tx.take() {
             let _ = tx.send(Msg::End);
         }
+    }
+}
+
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+/// Creates the mirror of a job that runs elsewhere, from its summary as
+/// the broker has it: queued, running, or already ended (then with the
+/// stages its end recorded). Its lines come through a [`Mirror`]; its
+/// streams stay open until the mirror has them all.
+pub(crate) fn create_mirror(
+    s: &Summary,
+    stages: Vec<StageState>,
+    shared: &Arc<Shared>,
+) -> Result<Arc<Job>, RunnerError> {
+    let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
+    let ended = !matches!(s.state, Phase::Queued | Phase::Running);
+    let trace = s
+        .trace_id
+        .clone()
+        .zip(s.span_id.clone())
+        .map(|(trace_id, span_id)| TraceIds { trace_id, span_id });
+    let job = Arc::new(Job {
+        id: s.job_id.clone(),
+        created_at: s.created_at.clone(),
+        rerun_of: s.rerun_of.clone(),
+        trace: once(trace),
+        events_path: shared.data.job_dir(&s.job_id).join("events.jsonl"),
+        shared: Arc::clone(shared),
+        inner: Mutex::new(Inner {
+            phase: s.state,
+            outcome: ended.then_some(s.outcome),
+            reason: s.reason.clone(),
+            started_at: s.started_at.clone(),
+            started: None,
+            finished_at: s.finished_at.clone(),
+            duration_ms: s.duration_ms,
+            exit_code: s.exit_code,
+            tracker: if ended {
+                Tracker::ended(stages, s.status)
+            } else {
+                Tracker::default()
+            },
+            last_seq: 0,
+            index: OffsetIndex::default(),
+            tx: Some(tx),
+            cancel_requested: false,
+            queue_position: None,
+        }),
+        cancel: Notify::new(),
+        deleted: watch::Sender::new(false),
+    });
+    let meta = job.detail_own();
+    drop(shared.data.create_job(&meta)?);
+    announce(&shared.list_events, &meta.summary);
+    Ok(job)
+}
+
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+impl Job {
+    /// The summary and the job's own stages, as `meta.json` holds them.
+    fn detail_own(&self) -> Meta {
+        let inner = self.lock();
+        Meta {
+            summary: self.summary_of(&inner),
+            stages: inner.tracker.stages.clone(),
+        }
+    }
+
+    /// Takes a mirrored job's summary as the broker has it now (`s`, not
+    /// yet ended) into account: a queued job has started elsewhere (then
+    /// `true`), a running one learns its start time and trace once its
+    /// worker has written them.
+    pub(crate) fn mirror_update(&self, s: &Summary) -> bool {
+        let started = {
+            let mut inner = self.lock();
+            let mut changed = false;
+            let started = inner.phase == Phase::Queued && s.state != Phase::Queued;
+            if started {
+                inner.phase = Phase::Running;
+                inner.queue_position = None;
+                changed = true;
+            }
+            if inner.phase == Phase::Running {
+                if inner.started_at.is_none() && s.started_at.is_some() {
+                    inner.started_at = s.started_at.clone();
+                    changed = true;
+                }
+                if let Some(t) = trace_of(s) {
+                    changed |= self.trace.set(t).is_ok();
+                }
+            }
+            if !changed {
+                return false;
+            }
+            started
+        };
+        let meta = self.detail_own();
+        if let Err(e) = self.shared.data.write_meta(&meta) {
+            tracing::error!("{e}");
+        }
+        announce(&self.shared.list_events, &meta.summary);
+        started
+    }
+}
+
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+/// The single writer of a mirrored job's lines: they arrive numbered, and
+/// are stored with their numbers (a number the broker no longer has is
+/// stored as an `output` line saying so, so that later numbers still match).
+#[derive(Debug)]
+pub(crate) struct Mirror {
+    rec: Recorder,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("job", &self.job.id)
+            .field("last_seq", &self.tail.last_seq())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
+impl Mirror {
+    pub(crate) fn new(job: &Arc<Job>) -> Mirror {
+        let mut rec = Recorder::new(job, open_log(job));
+        rec.attribute = false;
+        Mirror { rec }
+    }
+
+    pub(crate) fn job(&self) -> &Arc<Job> {
+        &self.rec.job
+    }
+
+    /// The number of the last line stored.
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.rec.tail.last_seq()
+    }
+
+    /// Stores `lines` (`(number, line)`, in order). Numbers at or before
+    /// the last one stored are skipped.
+    pub(crate) async fn append(&mut self, lines: Vec<(u64, String)>) {
+        let mut batch = Vec::with_capacity(lines.len());
+        let mut next = self.rec.tail.next_seq;
+        for (seq, data) in lines {
+            if seq < next {
+                continue;
+            }
+            while next < seq {
+                let note = format!("[line {next} is no longer on the broker]");
+                batch.push(Classified {
+                    kind: LineKind::Output,
+                    data: output_data(&note, Stream::Stderr),
+                });
+                next += 1;
+            }
+            let kind = match serde_json::from_str::<Value>(&data) {
+                Ok(Value::Object(map)) if matches!(map.get("event"), Some(Value::String(_))) => {
+                    LineKind::Event(map)
+                }
+                _ => LineKind::Output,
+            };
+            batch.push(Classified { kind, data });
+            next += 1;
+        }
+        self.rec.record(batch).await;
+    }
+
+    /// Ends the job as `s` (its final summary) and `stages` say, once its
+    /// lines are stored; its streams end. Returns the phase it had here.
+    pub(crate) async fn finish(mut self, s: &Summary, stages: Vec<StageState>) -> Phase {
+        if let Some(out) = &mut self.rec.out {
+            let _ = out.shutdown().await;
+        }
+        let job = Arc::clone(&self.rec.job);
+        if let Some(t) = trace_of(s) {
+            let _ = job.trace.set(t);
+        }
+        let (prior, meta) = {
+            let mut inner = job.lock();
+            let prior = inner.phase;
+            if inner.outcome.is_none() {
+                inner.tracker = if stages.is_empty() {
+                    let mut t = self.rec.tracker.clone();
+                    t.status = s.status.or(t.status);
+                    t
+                } else {
+                    Tracker::ended(stages, s.status)
+                };
+                inner.phase = match s.state {
+                    Phase::Queued | Phase::Running => Phase::Finished,
+                    ended => ended,
+                };
+                inner.outcome = Some(match s.outcome {
+                    Outcome::Queued | Outcome::Running => Outcome::of_status(inner.tracker.status),
+                    o => o,
+                });
+                inner.reason = s.reason.clone();
+                inner.started_at = s.started_at.clone().or(inner.started_at.take());
+                inner.finished_at = s.finished_at.clone().or_else(|| Some(now_timestamp()));
+                inner.duration_ms = s.duration_ms;
+                inner.exit_code = s.exit_code;
+                inner.queue_position = None;
+            }
+            (
+                prior,
+                Meta {
+                    summary: job.summary_of(&inner),
+                    stages: inner.tracker.stages.clone(),
+                },
+            )
+        };
+        if let Err(e) = self.rec.shared.data.write_meta(&meta) {
+            tracing::error!("{e}");
+        }
+        announce(&self.rec.shared.list_events, &meta.summary);
+        if let Some(tx) = job.lock().tx.take() {
+            let _ = tx.send(Msg::End);
+        }
+        self.rec.shared.mirror_ended(&job, prior);
+        prior
     }
 }
 

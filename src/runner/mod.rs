@@ -71,6 +71,7 @@ pub mod nats;
 mod options;
 mod page;
 mod params;
+mod remote;
 mod retention;
 mod server;
 mod sse;
@@ -84,11 +85,16 @@ pub use model::validate_job_id;
 pub use options::{RunnerOptions, MAX_TOKENS};
 pub use server::{serve, shutdown_signal, HEADER_READ_TIMEOUT};
 
+#[cfg(feature = "nats")]
+pub(crate) use job::Mirror;
 use job::{Job, ListSender};
 #[cfg(test)]
 use model::now_timestamp;
-use model::{Outcome, Phase, Summary};
+pub(crate) use model::{Outcome, Phase, StageState, Summary};
 use options::BadTokens;
+pub(crate) use remote::Remote;
+#[cfg(feature = "nats")]
+pub(crate) use remote::RemoteFuture;
 use stats::{DeletedLog, JobRecord, Totals};
 use store::{DataDir, StageCatalog};
 
@@ -150,6 +156,28 @@ impl Shared {
         }
     }
 
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    /// Called by a mirrored job's [`Mirror`] once its end is recorded;
+    /// `prior` is the phase it had here until then.
+    fn mirror_ended(&self, job: &Job, prior: Phase) {
+        let record = job.record(true);
+        lock(&self.totals).add(&record, false);
+        if let Some(runner) = self.runner.upgrade() {
+            {
+                let mut jobs = runner.lock_jobs();
+                match prior {
+                    Phase::Running => jobs.running = jobs.running.saturating_sub(1),
+                    Phase::Queued => {
+                        jobs.queue.retain(|j| j.id() != job.id());
+                        renumber(&jobs.queue);
+                    }
+                    _ => {}
+                }
+            }
+            runner.apply_retention();
+        }
+    }
+
     fn report_bad_tokens(
         &self,
         job_id: &str,
@@ -190,6 +218,8 @@ pub struct Runner {
     /// Host names (besides IP addresses and `localhost`) that requests may
     /// name in their `Host` header: see [`Runner::allow_hosts`].
     allowed_hosts: std::sync::RwLock<Vec<String>>,
+    /// Set when the jobs run elsewhere and are mirrored here (a web node).
+    remote: Option<Arc<dyn Remote>>,
 }
 
 #[derive(Debug, Default)]
@@ -229,11 +259,35 @@ impl Runner {
         if command.is_empty() {
             return Err(RunnerError::EmptyCommand);
         }
+        Runner::open_inner(command, data_dir.into(), options, None)
+    }
+
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    /// A runner that runs no children: `remote` runs its jobs, which are
+    /// mirrored into `data_dir` (see `remote`).
+    pub(crate) fn open_remote(
+        data_dir: PathBuf,
+        options: RunnerOptions,
+        remote: Arc<dyn Remote>,
+    ) -> Result<Arc<Runner>, RunnerError> {
+        Runner::open_inner(Vec::new(), data_dir, options, Some(remote))
+    }
+
+    fn open_inner(
+        command: Vec<OsString>,
+        data_dir: PathBuf,
+        options: RunnerOptions,
+        remote: Option<Arc<dyn Remote>>,
+    ) -> Result<Arc<Runner>, RunnerError> {
         let options = RunnerOptions {
             max_running: options.max_running.max(1),
             ..options
         };
-        let data = DataDir::open(data_dir.into())?;
+        let data = if remote.is_some() {
+            DataDir::open_cache(data_dir)?
+        } else {
+            DataDir::open(data_dir)?
+        };
         let catalog = StageCatalog::load(&data)?;
         let deleted = DeletedLog::load(data.path()).map_err(|source| RunnerError::DataDir {
             path: data.path().join("deleted.jsonl"),
@@ -276,6 +330,7 @@ impl Runner {
                 jobs: Mutex::new(jobs),
                 shutdown: watch::Sender::new(false),
                 allowed_hosts: std::sync::RwLock::new(Vec::new()),
+                remote,
             }
         });
         runner.apply_retention();
@@ -385,7 +440,7 @@ impl Runner {
     /// Starts queued jobs while slots are free (not once shutting down,
     /// nor outside a tokio runtime).
     pub(crate) fn dispatch(&self) {
-        if tokio::runtime::Handle::try_current().is_err() {
+        if self.remote.is_some() || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
         let mut jobs = self.lock_jobs();
@@ -487,6 +542,24 @@ impl Runner {
             options.keep_days,
             model::now_ms(),
         );
+        if let Some(remote) = &self.remote {
+            // Deleted on the broker; the deletion comes back to every
+            // node's mirror, this one's included.
+            if tokio::runtime::Handle::try_current().is_err() {
+                return;
+            }
+            let remote = Arc::clone(remote);
+            tokio::spawn(async move {
+                for id in doomed {
+                    match remote.delete(&id).await {
+                        Ok(()) => tracing::info!("retention: deleted job {id}"),
+                        Err(RunnerError::UnknownJob(_)) => {}
+                        Err(e) => tracing::warn!("retention: job {id}: {e}"),
+                    }
+                }
+            });
+            return;
+        }
         for id in doomed {
             match self.delete_job(&id) {
                 Ok(()) => tracing::info!("retention: deleted job {id}"),
@@ -631,6 +704,88 @@ impl Runner {
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Who runs this runner's jobs, when they run elsewhere (a web node).
+    pub(crate) fn remote(&self) -> Option<&Arc<dyn Remote>> {
+        self.remote.as_ref()
+    }
+
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    /// The mirror of job `s.job_id` as the broker has it now (`s`: its
+    /// summary; `stages`: those its end recorded, once ended): created when
+    /// it is new here (`true`), moved from queued to running when it has
+    /// started. Its end is recorded by its [`Mirror`].
+    pub(crate) fn mirror(
+        &self,
+        s: &Summary,
+        stages: Vec<StageState>,
+    ) -> Result<(Arc<Job>, bool), RunnerError> {
+        let mut jobs = self.lock_jobs();
+        if let Some(job) = jobs.by_id.get(&s.job_id).cloned() {
+            if s.state != Phase::Queued && job.mirror_update(s) {
+                jobs.queue.retain(|j| j.id() != s.job_id);
+                renumber(&jobs.queue);
+                jobs.running += 1;
+                lock(&self.shared.totals).jobs_started += 1;
+            }
+            return Ok((job, false));
+        }
+        let job = job::create_mirror(s, stages, &self.shared)?;
+        jobs.by_id.insert(s.job_id.clone(), Arc::clone(&job));
+        let key = (job.created_at(), job.id());
+        let at = jobs
+            .order
+            .partition_point(|j| (j.created_at(), j.id()) <= key);
+        jobs.order.insert(at, Arc::clone(&job));
+        match s.state {
+            Phase::Queued => {
+                let at = jobs
+                    .queue
+                    .partition_point(|j| (j.created_at(), j.id()) <= key);
+                jobs.queue.insert(at, Arc::clone(&job));
+                renumber(&jobs.queue);
+            }
+            Phase::Running => {
+                jobs.running += 1;
+                lock(&self.shared.totals).jobs_started += 1;
+            }
+            _ => {}
+        }
+        Ok((job, true))
+    }
+
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    /// Forgets a mirrored job the broker no longer has: as
+    /// [`Runner::delete_job`], whatever its phase.
+    pub(crate) fn mirror_forget(&self, id: &str) {
+        let job = {
+            let mut jobs = self.lock_jobs();
+            let Some(job) = jobs.by_id.remove(id) else {
+                return;
+            };
+            jobs.order.retain(|j| j.id() != id);
+            let before = jobs.queue.len();
+            jobs.queue.retain(|j| j.id() != id);
+            if jobs.queue.len() != before {
+                renumber(&jobs.queue);
+            } else if job.phase() == Phase::Running {
+                jobs.running = jobs.running.saturating_sub(1);
+            }
+            job
+        };
+        if !matches!(job.phase(), Phase::Running | Phase::Queued) {
+            if let Err(e) = lock(&self.shared.deleted).push(job.record(false)) {
+                tracing::error!("cannot record deleted job {id} in deleted.jsonl: {e}");
+            }
+        }
+        job.mark_deleted();
+        job.close_streams();
+        if let Err(e) = self.shared.data.remove_job(id) {
+            tracing::error!("{e}");
+        }
+        let note = serde_json::json!({ "job_id": id, "deleted": true }).to_string();
+        let _ = self.shared.list_events.send(note.into());
     }
 
     fn lock_jobs(&self) -> MutexGuard<'_, Jobs> {

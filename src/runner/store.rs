@@ -35,6 +35,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RunnerError + '_ {
     }
 }
 
+/// The file that marks a directory as a web node's cache.
+pub(crate) const CACHE_MARKER: &str = "web-node-cache";
+
 /// The data directory's paths and writes.
 #[derive(Debug, Clone)]
 pub(crate) struct DataDir {
@@ -82,6 +85,53 @@ impl DataDir {
             #[cfg(unix)]
             _lock: std::sync::Arc::new(lock),
         })
+    }
+
+    /// Opens `root` as a web node's cache: whatever an earlier node left
+    /// there is removed once the lock is held. A directory with other
+    /// content (no [`CACHE_MARKER`] file in it, e.g. a single-process
+    /// runner's data directory) is refused, never emptied.
+    pub(crate) fn open_cache(root: PathBuf) -> Result<DataDir, RunnerError> {
+        let marker = root.join(CACHE_MARKER);
+        if let Ok(entries) = fs::read_dir(&root) {
+            let foreign = entries
+                .filter_map(Result::ok)
+                .any(|e| e.file_name() != ".lock" && e.file_name() != CACHE_MARKER);
+            if foreign && !marker.exists() {
+                return Err(RunnerError::DataDir {
+                    path: root,
+                    source: io::Error::other(format!(
+                        "not a web node's cache (it has files but no {CACHE_MARKER} file): \
+                         refusing to empty it; give an empty or new directory"
+                    )),
+                });
+            }
+        }
+        fs::create_dir_all(&root).map_err(io_err(&root))?;
+        fs::write(
+            &marker,
+            "A web node's cache of the broker's jobs: emptied when a node starts.\n",
+        )
+        .map_err(io_err(&marker))?;
+        let data = DataDir::open(root)?;
+        let root = data.root.clone();
+        for entry in fs::read_dir(&root).map_err(io_err(&root))? {
+            let entry = entry.map_err(io_err(&root))?;
+            let name = entry.file_name();
+            if name == ".lock" || name == CACHE_MARKER {
+                continue;
+            }
+            let path = entry.path();
+            let removed = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            removed.map_err(io_err(&path))?;
+        }
+        let jobs = root.join("jobs");
+        fs::create_dir_all(&jobs).map_err(io_err(&jobs))?;
+        Ok(data)
     }
 
     pub(crate) fn path(&self) -> &Path {

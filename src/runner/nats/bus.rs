@@ -143,6 +143,9 @@ pub struct JobState {
     pub worker: Option<String>,
     /// When it was submitted (RFC 3339).
     pub queued_at: String,
+    /// The job this one re-runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<String>,
     /// The job's summary as the single-process runner's `GET /api/jobs`
     /// shows it (status, outcome, reason, times, lines, stage counts), once
     /// a worker has started it.
@@ -571,6 +574,26 @@ impl Bus {
         }))
     }
 
+    /// The job-state bucket.
+    pub(crate) fn state_bucket(&self) -> &kv::Store {
+        &self.state
+    }
+
+    /// Removes a job from the broker: its lines, then its state (a job
+    /// without state is one nobody shows).
+    pub(crate) async fn remove_job(&self, job_id: &str) -> Result<(), NatsError> {
+        let subject = Self::events_subject(job_id)?;
+        self.events
+            .purge()
+            .filter(subject)
+            .await
+            .map_err(|e| request(format!("purge the lines of {job_id}"))(&e))?;
+        self.state
+            .purge(job_id)
+            .await
+            .map_err(|e| request(format!("remove the state of {job_id}"))(&e))
+    }
+
     /// Removes a worker's liveness entry (it stopped cleanly).
     pub(crate) async fn forget_worker(&self, worker: &str) {
         let _ = self.workers.delete(worker).await;
@@ -614,6 +637,16 @@ async fn key_value(
 /// bucket (refusing an id that exists or is not a job id) and publishes the
 /// request (message id: the job id). Returns the job id.
 pub async fn submit_job(bus: &Bus, job_id: Option<String>) -> Result<String, NatsError> {
+    submit(bus, job_id, None).await.map(|state| state.job_id)
+}
+
+/// [`submit_job`] for a job that re-runs `rerun_of`; returns the state
+/// written.
+pub(crate) async fn submit(
+    bus: &Bus,
+    job_id: Option<String>,
+    rerun_of: Option<String>,
+) -> Result<JobState, NatsError> {
     let job_id = job_id.unwrap_or_else(crate::reference::generate_job_id);
     check_job_id(&job_id)?;
     let state = JobState {
@@ -621,6 +654,7 @@ pub async fn submit_job(bus: &Bus, job_id: Option<String>) -> Result<String, Nat
         phase: JobPhase::Queued,
         worker: None,
         queued_at: now_timestamp(),
+        rerun_of,
         summary: None,
         stages: Vec::new(),
         index: Vec::new(),
@@ -645,7 +679,7 @@ pub async fn submit_job(bus: &Bus, job_id: Option<String>) -> Result<String, Nat
             reason,
         });
     }
-    Ok(job_id)
+    Ok(state)
 }
 
 /// A job's lines from the events stream, in order, each once.

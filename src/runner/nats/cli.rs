@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, Parser};
 
 use super::bus::BusConfig;
 use super::worker::{run_worker, WorkerConfig};
@@ -39,6 +39,17 @@ struct WorkerArgs {
     /// This worker's id (default: generated).
     #[arg(long, value_name = "ID")]
     worker_id: Option<String>,
+    #[command(flatten)]
+    bus: BusArgs,
+    /// The pipeline command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<OsString>,
+}
+
+/// The stream and bucket flags both roles take (`pipeline-runner worker`
+/// and `pipeline-runner serve --nats`): give every node the same values.
+#[derive(Debug, Clone, Args)]
+pub struct BusArgs {
     /// A worker silent this long is lost, seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     worker_ttl: f64,
@@ -54,9 +65,20 @@ struct WorkerArgs {
     /// JetStream replicas of each stream and bucket (3 on a 3-node cluster).
     #[arg(long, value_name = "N", default_value_t = 1)]
     replicas: usize,
-    /// The pipeline command and its arguments, after `--`.
-    #[arg(last = true, required = true, value_name = "COMMAND")]
-    command: Vec<OsString>,
+}
+
+impl BusArgs {
+    /// The [`BusConfig`] for the server(s) at `url` with these flags, or
+    /// what is wrong with one of them.
+    pub fn config(&self, url: &str) -> Result<BusConfig, String> {
+        let mut bus = BusConfig::new(url);
+        bus.worker_ttl = seconds("worker-ttl", self.worker_ttl)?;
+        bus.events_max_age = seconds("events-max-age", self.events_max_age)?;
+        bus.events_max_bytes = self.events_max_bytes;
+        bus.duplicate_window = seconds("duplicate-window", self.duplicate_window)?;
+        bus.replicas = self.replicas.max(1);
+        Ok(bus)
+    }
 }
 
 fn seconds(name: &str, secs: f64) -> Result<Duration, String> {
@@ -81,26 +103,13 @@ pub fn worker_main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         .with_env_filter(filter)
         .with_target(false)
         .try_init();
-    let durations = (|| {
-        Ok::<_, String>((
-            seconds("worker-ttl", args.worker_ttl)?,
-            seconds("events-max-age", args.events_max_age)?,
-            seconds("duplicate-window", args.duplicate_window)?,
-        ))
-    })();
-    let (worker_ttl, events_max_age, duplicate_window) = match durations {
-        Ok(d) => d,
+    let bus = match args.bus.config(&args.nats) {
+        Ok(bus) => bus,
         Err(e) => {
             tracing::error!("{e}");
             return ExitCode::from(2);
         }
     };
-    let mut bus = BusConfig::new(args.nats.clone());
-    bus.worker_ttl = worker_ttl;
-    bus.events_max_age = events_max_age;
-    bus.events_max_bytes = args.events_max_bytes;
-    bus.duplicate_window = duplicate_window;
-    bus.replicas = args.replicas.max(1);
     let config = WorkerConfig {
         bus,
         command: args.command,

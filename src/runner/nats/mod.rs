@@ -33,6 +33,7 @@
 mod bus;
 mod cli;
 mod lost;
+mod web;
 mod worker;
 
 pub use bus::{
@@ -40,6 +41,7 @@ pub use bus::{
     CANCEL_PREFIX, EVENTS_PREFIX, EVENTS_STREAM, JOBS_STREAM, JOBS_SUBJECT, SEQ_HEADER,
     STATE_BUCKET, WORKERS_BUCKET, WORKER_CONSUMER,
 };
-pub use cli::worker_main;
+pub use cli::{worker_main, BusArgs};
 pub use lost::{end_lost_job, end_lost_jobs, WORKER_LOST};
+pub use web::{open_web_node, WebNodeConfig, CANCEL_TIMEOUT, CATCH_UP, MISSING_LINES_GRACE};
 pub use worker::{run_worker, WorkerConfig};

@@ -1,0 +1,548 @@
+//! The web node (`pipeline-runner serve --nats URL`): the single-process
+//! runner's page, API and streams, served from the broker.
+//!
+//! A web node is a [`Runner`] that runs no children: its jobs are mirrors
+//! of the broker's, kept in its data directory, which is a cache (emptied
+//! when the node starts). Every route of the single-process runner then
+//! works unchanged on the mirrors, and since a mirrored line is stored
+//! with the number it has on the broker (its `Pipeline-Seq`), every web
+//! node hands out the same SSE ids for the same lines:
+//!
+//! * a **watch of the job-state bucket** (the latest value of every key,
+//!   then each change) creates a job's mirror when it is first seen, moves
+//!   it from queued to running, hands its end to its line mirror, and
+//!   forgets the jobs the bucket no longer has;
+//! * per job, a **line mirror** reads the job's subject of the events
+//!   stream after the last line stored here ([`Bus::replay`]) and appends
+//!   what it reads, in batches; once the state says `finished` and line
+//!   `lines` is stored, it ends the mirror with the state's summary and
+//!   stages (the lines of a job whose end is seen before them are waited
+//!   for up to [`MISSING_LINES_GRACE`]). Mirrors of jobs that had ended
+//!   before the node first saw them (catching up after a start) run
+//!   [`CATCH_UP`] at a time; those of live jobs always run;
+//! * what changes jobs goes to the broker: a new job is submitted to the
+//!   work queue, a queued job is cancelled with a compare-and-set of its
+//!   state, a running one with a request to the worker that runs it, a
+//!   finished one is deleted by purging its lines and its state;
+//! * like every worker, a web node runs the **lost-worker sweep** every two
+//!   worker TTLs, once its connection has been up for two TTLs.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use futures_util::StreamExt;
+use serde_json::{json, Map, Value};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use super::super::joblog::Record;
+use super::super::model::{count, now_ms, now_timestamp, Tracker, CANCELLED};
+use super::super::{
+    lock, Mirror, Outcome, Phase, Remote, RemoteFuture, Runner, RunnerError, RunnerOptions,
+    StageState, Summary,
+};
+use super::bus::{Bus, BusConfig, JobPhase, JobState, NatsError, CANCEL_PREFIX};
+
+/// Mirrors of already-ended jobs that catch up at once.
+pub const CATCH_UP: usize = 8;
+/// How long a job whose state says it ended may wait for its last lines
+/// before its mirror ends with the lines it has.
+pub const MISSING_LINES_GRACE: Duration = Duration::from_secs(30);
+/// How long a cancel waits for the worker that runs the job to answer.
+pub const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Lines a line mirror stores with one write at most.
+const BATCH: usize = 256;
+
+/// What a web node needs.
+#[derive(Debug, Clone)]
+pub struct WebNodeConfig {
+    /// Where NATS is, and the stream settings (the same as the workers').
+    pub bus: BusConfig,
+    /// The node's cache of jobs and lines: emptied at start. A directory
+    /// holding anything but such a cache is refused.
+    pub data_dir: PathBuf,
+    /// The node's name in `GET /api/health` (generated when `None`).
+    pub node_id: Option<String>,
+    /// The runner settings that apply to a web node: retention (applied
+    /// to the broker), the tokens field and price, the trace link.
+    pub options: RunnerOptions,
+}
+
+/// Connects to NATS (failing with the URL in the message when no server
+/// answers), opens the cache and starts mirroring the broker's jobs. Serve
+/// the returned runner with [`serve`](super::super::serve); the mirroring
+/// stops when it shuts down.
+pub async fn open_web_node(config: WebNodeConfig) -> Result<Arc<Runner>, NatsError> {
+    let node_id = match config.node_id {
+        Some(id) => {
+            super::super::validate_job_id(&id).map_err(|_| NatsError::Setup {
+                what: "node id".into(),
+                problem: format!("{id:?}: use 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'"),
+            })?;
+            id
+        }
+        None => format!(
+            "web-{}-{}",
+            std::process::id(),
+            crate::reference::generate_job_id()
+        ),
+    };
+    let bus = Bus::connect(config.bus.clone()).await?;
+    let remote = Arc::new(NatsRemote {
+        bus: bus.clone(),
+        node_id,
+    });
+    let runner = Runner::open_remote(config.data_dir, config.options, remote)?;
+    let node = Arc::new(Node {
+        bus,
+        runner: Arc::clone(&runner),
+        mirrors: Mutex::new(HashMap::new()),
+        catch_up: Arc::new(Semaphore::new(CATCH_UP)),
+    });
+    tokio::spawn(Arc::clone(&node).watch_states());
+    tokio::spawn(node.sweep());
+    Ok(runner)
+}
+
+/// A job's end as the broker recorded it.
+#[derive(Debug, Clone)]
+struct Ended {
+    summary: Summary,
+    stages: Vec<StageState>,
+}
+
+#[derive(Debug)]
+struct Node {
+    bus: Bus,
+    runner: Arc<Runner>,
+    /// The running line mirrors, by job: each told the job's end here.
+    mirrors: Mutex<HashMap<String, watch::Sender<Option<Ended>>>>,
+    catch_up: Arc<Semaphore>,
+}
+
+impl Node {
+    /// Follows the job-state bucket until the runner shuts down; starts
+    /// again (every value once more, which changes nothing already known)
+    /// after the watch breaks.
+    async fn watch_states(self: Arc<Self>) {
+        let mut stop = self.runner.shutdown_flag();
+        let mut failing = false;
+        loop {
+            match self.bus.state_bucket().watch_with_history(">").await {
+                Ok(mut entries) => loop {
+                    tokio::select! {
+                        entry = entries.next() => match entry {
+                            Some(Ok(entry)) => {
+                                failing = false;
+                                self.apply(entry);
+                            }
+                            Some(Err(e)) => {
+                                tracing::warn!("job-state watch: {e}; watching again");
+                                break;
+                            }
+                            None => break,
+                        },
+                        () = stopped(&mut stop) => return,
+                    }
+                },
+                Err(e) => {
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!("cannot watch the job states: {e}; retrying");
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                () = stopped(&mut stop) => return,
+            }
+        }
+    }
+
+    /// Takes one change of the job-state bucket into account.
+    fn apply(self: &Arc<Self>, entry: kv::Entry) {
+        let id = entry.key;
+        if entry.operation != kv::Operation::Put {
+            lock(&self.mirrors).remove(&id);
+            self.runner.mirror_forget(&id);
+            return;
+        }
+        let state = match serde_json::from_slice::<JobState>(&entry.value) {
+            Ok(state) if state.job_id == id => state,
+            Ok(_) | Err(_) => {
+                tracing::warn!("job-state entry {id:?} is not a job state: ignored");
+                return;
+            }
+        };
+        let (summary, stages) = local_view(&state);
+        let job = match self.runner.mirror(&summary, stages.clone()) {
+            Ok((job, _)) => job,
+            Err(e) => {
+                tracing::error!("job {id}: cannot mirror it: {e}");
+                return;
+            }
+        };
+        if state.phase == JobPhase::Queued {
+            return;
+        }
+        let mut mirrors = lock(&self.mirrors);
+        let tx = mirrors.entry(id.clone()).or_insert_with(|| {
+            let (tx, rx) = watch::channel(None);
+            let node = Arc::clone(self);
+            let mirror = Mirror::new(&job);
+            let ended_here = !matches!(job.phase(), Phase::Queued | Phase::Running);
+            let catch_up = ended_here.then(|| Arc::clone(&self.catch_up));
+            tokio::spawn(async move {
+                let permit: Option<OwnedSemaphorePermit> = match catch_up {
+                    Some(s) => s.acquire_owned().await.ok(),
+                    None => None,
+                };
+                node.mirror_lines(mirror, rx).await;
+                drop(permit);
+            });
+            tx
+        });
+        if state.phase == JobPhase::Finished {
+            tx.send_replace(Some(Ended { summary, stages }));
+        }
+    }
+
+    /// Stores a job's lines as they come, and ends the job once its end is
+    /// known and every line is in.
+    async fn mirror_lines(
+        self: Arc<Self>,
+        mut mirror: Mirror,
+        mut ended: watch::Receiver<Option<Ended>>,
+    ) {
+        let id = mirror.job().id().to_owned();
+        let mut stop = self.runner.shutdown_flag();
+        let mut replay = None;
+        let mut missing_since: Option<tokio::time::Instant> = None;
+        let mut failing = false;
+        loop {
+            let end = ended.borrow().clone();
+            if let Some(end) = &end {
+                let since = *missing_since.get_or_insert_with(tokio::time::Instant::now);
+                let complete = mirror.last_seq() >= end.summary.lines;
+                if !complete && since.elapsed() >= MISSING_LINES_GRACE {
+                    tracing::warn!(
+                        "job {id}: the broker has {} of its {} lines {} s after its end: \
+                         ending it with those",
+                        mirror.last_seq(),
+                        end.summary.lines,
+                        MISSING_LINES_GRACE.as_secs()
+                    );
+                }
+                if complete || since.elapsed() >= MISSING_LINES_GRACE {
+                    lock(&self.mirrors).remove(&id);
+                    mirror.finish(&end.summary, end.stages.clone()).await;
+                    return;
+                }
+            }
+            if replay.is_none() {
+                match self.bus.replay(&id, mirror.last_seq()).await {
+                    Ok(r) => {
+                        failing = false;
+                        replay = Some(r);
+                    }
+                    Err(e) => {
+                        if !std::mem::replace(&mut failing, true) {
+                            tracing::warn!("job {id}: {e}; retrying");
+                        }
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                            () = stopped(&mut stop) => return,
+                        }
+                    }
+                }
+            }
+            let Some(r) = replay.as_mut() else { continue };
+            tokio::select! {
+                line = r.next() => match line {
+                    Ok(first) => {
+                        let mut batch = vec![(first.seq, first.data)];
+                        while batch.len() < BATCH {
+                            match r.next_within(Duration::ZERO).await {
+                                Ok(Some(line)) => batch.push((line.seq, line.data)),
+                                _ => break,
+                            }
+                        }
+                        mirror.append(batch).await;
+                    }
+                    Err(e) => {
+                        tracing::debug!("job {id}: {e}; reading again");
+                        replay = None;
+                    }
+                },
+                changed = ended.changed() => {
+                    if changed.is_err() {
+                        // Forgotten: the job was deleted.
+                        return;
+                    }
+                }
+                () = tokio::time::sleep(Duration::from_secs(1)), if end.is_some() => {}
+                () = stopped(&mut stop) => return,
+            }
+        }
+    }
+
+    /// Every two worker TTLs, once the connection has been up that long,
+    /// ends the jobs of lost workers (as every worker does).
+    async fn sweep(self: Arc<Self>) {
+        let every = 2 * self.bus.config().worker_ttl;
+        let mut stop = self.runner.shutdown_flag();
+        let mut up_since: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every / 4) => {}
+                () = stopped(&mut stop) => return,
+            }
+            let connected = matches!(
+                self.bus.client().connection_state(),
+                async_nats::connection::State::Connected
+            );
+            if !connected {
+                up_since = None;
+                continue;
+            }
+            let since = *up_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() < every {
+                continue;
+            }
+            if let Err(e) = super::lost::end_lost_jobs(&self.bus).await {
+                tracing::debug!("lost-worker sweep: {e}");
+            }
+            // The next sweep in two TTLs.
+            up_since = Some(tokio::time::Instant::now());
+        }
+    }
+}
+
+/// A job state as the mirror shows it: the summary (the worker's, once it
+/// has one, with the submit time as `created_at`) and the stages its end
+/// recorded.
+fn local_view(state: &JobState) -> (Summary, Vec<StageState>) {
+    let queued = || queued_summary(state);
+    let mut summary = match (&state.phase, &state.summary) {
+        (JobPhase::Queued, _) | (_, None) => queued(),
+        (_, Some(v)) => serde_json::from_value::<Summary>(v.clone()).unwrap_or_else(|e| {
+            tracing::warn!("job {}: its summary cannot be read: {e}", state.job_id);
+            queued()
+        }),
+    };
+    summary.job_id = state.job_id.clone();
+    summary.created_at = state.queued_at.clone();
+    summary.rerun_of = state.rerun_of.clone();
+    summary.queue_position = None;
+    match state.phase {
+        JobPhase::Queued => {
+            summary.state = Phase::Queued;
+            summary.outcome = Outcome::Queued;
+        }
+        JobPhase::Running => {
+            summary.state = Phase::Running;
+            summary.outcome = Outcome::Running;
+        }
+        JobPhase::Finished => {
+            if matches!(summary.state, Phase::Queued | Phase::Running) {
+                summary.state = Phase::Finished;
+            }
+            if matches!(summary.outcome, Outcome::Queued | Outcome::Running) {
+                summary.outcome = Outcome::of_status(summary.status);
+            }
+        }
+    }
+    let stages = state
+        .stages
+        .iter()
+        .filter_map(|v| serde_json::from_value::<StageState>(v.clone()).ok())
+        .filter(|s| s.status != super::super::model::StageStatus::Pending)
+        .collect();
+    (summary, stages)
+}
+
+fn queued_summary(state: &JobState) -> Summary {
+    let v = json!({
+        "job_id": state.job_id,
+        "state": "queued",
+        "status": null,
+        "outcome": "queued",
+        "created_at": state.queued_at,
+    });
+    serde_json::from_value(v).unwrap_or_else(|e| unreachable!("a queued summary: {e}"))
+}
+
+/// A broker error as the API reports it.
+fn api_error(e: NatsError) -> RunnerError {
+    match e {
+        NatsError::InvalidJobId(_) => RunnerError::InvalidJobId,
+        NatsError::DuplicateJob(id) => RunnerError::DuplicateJob(id),
+        NatsError::Runner(e) => e,
+        other => RunnerError::Unavailable(other.to_string()),
+    }
+}
+
+/// The broker, as a web node's runner asks it to change jobs.
+#[derive(Debug)]
+struct NatsRemote {
+    bus: Bus,
+    node_id: String,
+}
+
+impl NatsRemote {
+    async fn cancel_job(&self, id: &str) -> Result<(), RunnerError> {
+        // A queued job may be taken by a worker between the read and the
+        // write: then the write fails and the job is read again.
+        for _ in 0..5 {
+            let Some((state, revision)) = self.bus.job_state(id).await.map_err(api_error)? else {
+                return Err(RunnerError::UnknownJob(id.to_owned()));
+            };
+            match state.phase {
+                JobPhase::Finished => return Err(RunnerError::AlreadyFinished(id.to_owned())),
+                JobPhase::Queued => {
+                    if self.cancel_queued(state, revision).await? {
+                        return Ok(());
+                    }
+                }
+                JobPhase::Running => return self.cancel_running(id).await,
+            }
+        }
+        Err(RunnerError::Unavailable(format!(
+            "job {id} kept changing while it was being cancelled: try again"
+        )))
+    }
+
+    /// Ends a queued job as the single-process runner ends one cancelled
+    /// in its queue: state `finished` (which makes the worker that takes
+    /// its request drop it), then its one closing line. False when the
+    /// state changed meanwhile.
+    async fn cancel_queued(&self, state: JobState, revision: u64) -> Result<bool, RunnerError> {
+        let id = state.job_id.clone();
+        let tracker = Tracker::default();
+        let lines = tracker.end_lines(&id, CANCELLED, now_ms(), 0);
+        let mut observed = tracker.clone();
+        let mut records = Vec::new();
+        for (i, data) in lines.into_iter().enumerate() {
+            let seq = 1 + i as u64;
+            if let Ok(Value::Object(event)) = serde_json::from_str::<Value>(&data) {
+                observed.observe(&event, seq, None);
+            }
+            records.push(Record { seq, data });
+        }
+        let mut summary = queued_summary(&state);
+        summary.state = Phase::Finished;
+        summary.status = observed.status;
+        summary.outcome = Outcome::Cancelled;
+        summary.reason = Some(CANCELLED.to_owned());
+        summary.finished_at = Some(now_timestamp());
+        summary.lines = records.len() as u64;
+        summary.counts = count(&observed.stages);
+        let finished = JobState {
+            phase: JobPhase::Finished,
+            summary: serde_json::to_value(&summary).ok(),
+            ..state
+        };
+        match self.bus.set_job_state(&finished, revision).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(false),
+            Err(e) => return Err(api_error(e)),
+        }
+        let mut from = 0;
+        let mut tries = 0;
+        while from < records.len() {
+            let (acked, error) = self
+                .bus
+                .publish_lines(&id, &records[from..], &mut Vec::new())
+                .await;
+            from = records
+                .iter()
+                .position(|r| r.seq > acked)
+                .unwrap_or(records.len());
+            if let Some(e) = error {
+                tries += 1;
+                if tries >= 5 {
+                    // The state says it ended; the web nodes end it with
+                    // the lines there are.
+                    tracing::warn!("job {id}: cancelled, but its closing line was not stored: {e}");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Asks the worker that runs job `id` to stop it.
+    async fn cancel_running(&self, id: &str) -> Result<(), RunnerError> {
+        let subject = format!("{CANCEL_PREFIX}{id}");
+        let request = async_nats::Request::new()
+            .payload(Vec::new().into())
+            .timeout(Some(CANCEL_TIMEOUT));
+        match self.bus.client().send_request(subject, request).await {
+            Ok(reply) => {
+                let answer = String::from_utf8_lossy(&reply.payload).into_owned();
+                if answer == "cancelled" {
+                    Ok(())
+                } else if answer.contains("already finished") {
+                    Err(RunnerError::AlreadyFinished(id.to_owned()))
+                } else {
+                    Err(RunnerError::Unavailable(format!(
+                        "the worker running job {id} answered: {answer}"
+                    )))
+                }
+            }
+            Err(e) => Err(RunnerError::Unavailable(format!(
+                "no worker answered the cancel of job {id} within {} s \
+                 (its worker may be stopped or cut off; it is ended as lost \
+                 once its heartbeats stop): {e}",
+                CANCEL_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+}
+
+impl Remote for NatsRemote {
+    fn submit(&self, id: String, rerun_of: Option<String>) -> RemoteFuture<'_, Summary> {
+        Box::pin(async move {
+            let state = super::bus::submit(&self.bus, Some(id), rerun_of)
+                .await
+                .map_err(api_error)?;
+            Ok(local_view(&state).0)
+        })
+    }
+
+    fn cancel<'a>(&'a self, id: &'a str) -> RemoteFuture<'a, ()> {
+        Box::pin(self.cancel_job(id))
+    }
+
+    fn delete<'a>(&'a self, id: &'a str) -> RemoteFuture<'a, ()> {
+        Box::pin(async move {
+            match self.bus.job_state(id).await.map_err(api_error)? {
+                None => Err(RunnerError::UnknownJob(id.to_owned())),
+                Some((state, _)) if state.phase != JobPhase::Finished => {
+                    Err(RunnerError::NotFinished(id.to_owned()))
+                }
+                Some(_) => self.bus.remove_job(id).await.map_err(api_error),
+            }
+        })
+    }
+
+    fn health(&self) -> Map<String, Value> {
+        let connected = matches!(
+            self.bus.client().connection_state(),
+            async_nats::connection::State::Connected
+        );
+        let mut map = Map::new();
+        map.insert("role".into(), "web".into());
+        map.insert("node_id".into(), self.node_id.clone().into());
+        map.insert("nats".into(), self.bus.config().url.clone().into());
+        map.insert("nats_connected".into(), connected.into());
+        map
+    }
+}
+
+/// Completes once the runner starts shutting down.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
