@@ -166,6 +166,47 @@ async fn jobs_posted_to_one_node_stream_on_the_other_line_for_line() {
         let stored = runner_of(&refs, id).stored_lines(id);
         assert_eq!(sa["lines"], stored.len() as u64, "job {id}: {sa}");
     }
+    // All nine on one connection of node B, the page's stream of many jobs.
+    let query: Vec<String> = ids.iter().map(|id| format!("job={id}:0")).collect();
+    let path = format!("/api/stream?{}", query.join("&"));
+    let mut sse = Sse::open_path(&b.url, &path, None)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path} on node B: {e:?}"));
+    let mut per_job: BTreeMap<String, Vec<Msg>> = BTreeMap::new();
+    let mut ends = BTreeMap::new();
+    while ends.len() < ids.len() {
+        let msg = sse
+            .next(Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{path} on node B: {e}"))
+            .unwrap_or_else(|| panic!("{path} on node B closed before every end"));
+        let job = msg.data["job"].as_str().unwrap_or_default().to_owned();
+        match msg.event.as_deref() {
+            Some("line") => per_job.entry(job).or_default().push(Msg {
+                id: msg.data["seq"].as_u64(),
+                event: None,
+                data: msg.data["data"].clone(),
+            }),
+            Some("end") => {
+                assert!(
+                    ends.insert(job.clone(), msg.data["summary"].clone())
+                        .is_none(),
+                    "two ends of {job}"
+                );
+            }
+            other => panic!("{path} on node B: unexpected {other:?}: {msg:?}"),
+        }
+    }
+    for id in &ids {
+        let stored = runner_of(&refs, id).stored_lines(id);
+        let lines = per_job.remove(id).unwrap_or_default();
+        assert_lines(&format!("job {id} in {path} on node B"), &lines, &stored, 0);
+        assert_eq!(
+            summary_key(&ends[id]),
+            summary_key(&lists[1][id]),
+            "job {id}: the end in {path}"
+        );
+    }
     // The three workers shared the work.
     let used = workers
         .iter()
@@ -721,6 +762,9 @@ async fn a_job_deleted_on_one_node_disappears_from_the_other() {
     running(&b.url, "hold", 20).await;
     let (status, body) = call("DELETE", &format!("{}/api/jobs/hold", b.url), "").await;
     assert_eq!(status, 409, "DELETE a running job: {body}");
+    let mut list_stream = Sse::open_path(&b.url, "/api/stream?jobs=1", None)
+        .await
+        .unwrap_or_else(|e| panic!("the job-list stream of node B: {e:?}"));
     let (status, body) = call("DELETE", &format!("{}/api/jobs/doomed", a.url), "").await;
     assert_eq!(status, 200, "DELETE a finished job: {body}");
     assert_eq!(body["deleted"], true, "{body}");
@@ -737,8 +781,106 @@ async fn a_job_deleted_on_one_node_disappears_from_the_other() {
         let (status, _) = call("GET", &format!("{node}/api/jobs/doomed/events"), "").await;
         assert_eq!(status, 404, "GET a deleted job's events on {node}");
     }
+    // Node B's job-list stream says so.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let msg = list_stream
+            .next(deadline.saturating_duration_since(Instant::now()))
+            .await
+            .unwrap_or_else(|e| panic!("node B's job list never said doomed was deleted: {e}"))
+            .expect("node B's job-list stream stays open");
+        if msg.event.as_deref() == Some("jobs")
+            && msg.data["job_id"] == "doomed"
+            && msg.data["deleted"] == true
+        {
+            break;
+        }
+    }
     std::fs::write(&go, "").unwrap();
     finished(&b.url, "hold", 20).await;
+}
+
+/// A web node that starts after jobs ran (a new one, and one killed and
+/// started again on its own cache) shows them all, the same lines and
+/// summaries as the others, and follows the job still running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_node_started_later_or_again_catches_up() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let gates = TempDir::new("web-gates");
+    let go = gates.path().join("go");
+    let script = format!(
+        "if [ \"$JOB_ID\" = hold ]; then\n{}\nelse\n{}\nfi",
+        gated(20, &go, 20),
+        numbered(40)
+    );
+    let worker = start_worker(&url, &script, TTL, &["--max-running", "4"]);
+    let a = web(&url);
+    let early: Vec<String> = (1..=10).map(|i| format!("early-{i}")).collect();
+    for id in &early {
+        create(&a.url, id).await;
+    }
+    create(&a.url, "hold").await;
+    for id in &early {
+        finished(&a.url, id, 30).await;
+    }
+    until(20, "20 lines of hold on node A", || async {
+        job(&a.url, "hold")
+            .await
+            .filter(|j| j["lines"].as_u64() >= Some(21))
+    })
+    .await;
+    let fresh = web(&url);
+    let again = WebNode::start_in(&url, &["--worker-ttl", TTL], a.into_dir());
+    let nodes = [("a new node", &fresh.url), ("a restarted node", &again.url)];
+    let mut lists = Vec::new();
+    for (name, node) in nodes {
+        let list = until(30, &format!("every job in the list of {name}"), || async {
+            let list = jobs(node).await?;
+            let by_id: BTreeMap<String, Value> = list
+                .iter()
+                .map(|s| (s["job_id"].as_str().unwrap().to_owned(), s.clone()))
+                .collect();
+            let done = early
+                .iter()
+                .all(|id| by_id.get(id).is_some_and(|s| s["state"] == "finished"));
+            (done && by_id.len() == 11).then_some(by_id)
+        })
+        .await;
+        for id in &early {
+            let msgs = strict(node, id, 30).await;
+            assert_stream(
+                &format!("job {id} on {name}"),
+                &msgs,
+                &worker.stored_lines(id),
+            );
+            assert_eq!(list[id]["lines"], 44, "job {id} on {name}: {}", list[id]);
+        }
+        lists.push(list);
+    }
+    for id in &early {
+        assert_eq!(
+            lists[0][id], lists[1][id],
+            "job {id}: the new node vs the restarted one"
+        );
+    }
+    let watchers: Vec<_> = nodes
+        .iter()
+        .map(|(_, node)| {
+            let node = node.to_string();
+            tokio::spawn(async move { strict(&node, "hold", 30).await })
+        })
+        .collect();
+    std::fs::write(&go, "").unwrap();
+    let stored = until(20, "hold's end in the worker's log", || async {
+        let s = worker.stored_lines("hold");
+        (s.len() >= 43).then_some(s)
+    })
+    .await;
+    for ((name, _), watcher) in nodes.iter().zip(watchers) {
+        let msgs = watcher.await.unwrap();
+        assert_stream(&format!("job hold on {name}"), &msgs, &stored);
+    }
 }
 
 /// A web node runs no commands: one after `--` is refused (exit 2).

@@ -111,7 +111,12 @@ impl WebNode {
     /// Starts a web node on `nats` with `extra` flags (e.g. `--worker-ttl`)
     /// and waits until it says where it listens.
     pub fn start(nats: &str, extra: &[&str]) -> WebNode {
-        let dir = TempDir::new("web-node");
+        WebNode::start_in(nats, extra, TempDir::new("web-node"))
+    }
+
+    /// The same, with its cache in `dir/cache` (pass the `TempDir` a
+    /// killed node gave back to start again on its cache).
+    pub fn start_in(nats: &str, extra: &[&str], dir: TempDir) -> WebNode {
         let mut child = Command::new(BIN)
             .args([
                 "serve",
@@ -152,6 +157,12 @@ impl WebNode {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Kills it (SIGKILL) and hands its directory over.
+    pub fn into_dir(mut self) -> TempDir {
+        self.kill();
+        std::mem::replace(&mut self.dir, TempDir(PathBuf::new()))
     }
 
     /// SIGTERM, and the exit status (within 20 s).
@@ -383,7 +394,12 @@ pub struct Sse {
 impl Sse {
     /// Opens the stream of `job` on `node`, after `last` if given.
     pub async fn open(node: &str, job: &str, last: Option<u64>) -> Result<Sse, OpenError> {
-        let mut req = reqwest::Client::new().get(format!("{node}/api/jobs/{job}/events"));
+        Sse::open_path(node, &format!("/api/jobs/{job}/events"), last).await
+    }
+
+    /// Opens any event stream of `node`, e.g. `/api/stream?jobs=1`.
+    pub async fn open_path(node: &str, path: &str, last: Option<u64>) -> Result<Sse, OpenError> {
+        let mut req = reqwest::Client::new().get(format!("{node}{path}"));
         if let Some(n) = last {
             req = req.header("Last-Event-ID", n.to_string());
         }
