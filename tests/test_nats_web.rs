@@ -530,7 +530,12 @@ async fn two_workers_racing_run_each_web_job_once() {
 async fn invalid_job_ids_are_refused_and_nothing_is_published() {
     let server = NatsServer::start();
     let url = server.url();
-    let a = web(&url);
+    let a = WebNode::start(&url, &["--worker-ttl", TTL, "--node-id", "node-a"]);
+    let (status, health) = call("GET", &format!("{}/api/health", a.url), "").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["role"], "web", "{health}");
+    assert_eq!(health["nats"], url.as_str(), "{health}");
+    assert_eq!(health["node_id"], "node-a", "{health}");
     let long = "x".repeat(65);
     for bad in ["a.b", "*", ">", "a b", "a>", "x.*", long.as_str(), ""] {
         let (status, body) = post_job(&a.url, bad).await;
@@ -798,6 +803,16 @@ async fn a_job_deleted_on_one_node_disappears_from_the_other() {
     }
     std::fs::write(&go, "").unwrap();
     finished(&b.url, "hold", 20).await;
+    // A re-run asked of B runs, and A knows what it re-ran.
+    let (status, body) = call("POST", &format!("{}/api/jobs/kept/rerun", b.url), "").await;
+    assert_eq!(status, 201, "re-run: {body}");
+    assert_eq!(body["rerun_of"], "kept", "{body}");
+    let new = body["job_id"].as_str().unwrap().to_owned();
+    let j = finished(&a.url, &new, 20).await;
+    assert_eq!(j["rerun_of"], "kept", "job {new} on node A: {j}");
+    let kept = job(&a.url, "kept").await.unwrap();
+    assert_eq!(j["outcome"], kept["outcome"], "job {new} on node A: {j}");
+    assert_eq!(j["lines"], kept["lines"], "job {new} on node A: {j}");
 }
 
 /// A web node that starts after jobs ran (a new one, and one killed and
@@ -1000,4 +1015,59 @@ fn a_web_node_refuses_a_directory_that_is_not_its_cache() {
         "{}\n",
         "the foreign directory was touched"
     );
+}
+
+/// `nats-server` restarted while four jobs pour out lines to clients on
+/// both web nodes: every client still gets every line once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_under_load_loses_and_repeats_nothing() {
+    let mut server = NatsServer::start();
+    let url = server.url();
+    let script = r#"awk 'BEGIN { for (i = 1; i <= 8000; i++) { printf "%s line %d\n", ENVIRON["JOB_ID"], i; if (i % 400 == 0) { fflush(); system("sleep 0.05") } } }'"#;
+    let one = start_worker(&url, script, TTL, &["--max-running", "2"]);
+    let two = start_worker(&url, script, TTL, &["--max-running", "2"]);
+    let refs = [&one, &two];
+    let a = web(&url);
+    let b = web(&url);
+    let ids: Vec<String> = (1..=4).map(|i| format!("load-{i}")).collect();
+    for id in &ids {
+        create(&a.url, id).await;
+    }
+    let mut followers = Vec::new();
+    for id in &ids {
+        for (name, node) in [("A", &a.url), ("B", &b.url)] {
+            let (nodes, id) = (vec![node.clone()], id.clone());
+            followers.push((
+                name,
+                id.clone(),
+                tokio::spawn(async move { follow(&nodes, &id, None, 60).await }),
+            ));
+        }
+    }
+    until(30, "2000 lines of load-1 on node B", || async {
+        job(&b.url, "load-1")
+            .await
+            .filter(|j| j["lines"].as_u64() >= Some(2000))
+    })
+    .await;
+    server.stop();
+    // The fault's length.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.restart();
+    for (name, id, follower) in followers {
+        let seen = follower.await.unwrap();
+        let stored = runner_of(&refs, &id).stored_lines(&id);
+        assert_eq!(
+            stored.len(),
+            8001,
+            "job {id}: 8000 lines and the closing one"
+        );
+        assert_lines(&format!("job {id} on node {name}"), &seen.lines, &stored, 0);
+    }
+    for id in &ids {
+        for node in [&a.url, &b.url] {
+            let j = finished(node, id, 30).await;
+            assert_eq!(j["lines"], 8001, "job {id} on {node}: {j}");
+        }
+    }
 }

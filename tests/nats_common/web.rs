@@ -20,6 +20,12 @@ use super::{TempDir, WorkerProcess};
 /// The runner binary: web nodes, workers and the reference pipeline.
 pub const BIN: &str = env!("CARGO_BIN_EXE_pipeline-runner");
 
+/// The children's `RUST_LOG`: `warn`, or `TP_CHILD_LOG` when set (e.g.
+/// `TP_CHILD_LOG=info` to see what workers and web nodes did).
+fn child_log() -> String {
+    std::env::var("TP_CHILD_LOG").unwrap_or_else(|_| "warn".into())
+}
+
 /// Sends `signal` to process `pid`.
 pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)
@@ -42,7 +48,7 @@ pub fn start_worker(url: &str, script: &str, ttl: &str, extra: &[&str]) -> Worke
         .arg(data.path())
         .args(extra)
         .args(["--", "sh", "-c", script])
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", child_log())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -128,7 +134,7 @@ impl WebNode {
             ])
             .arg(dir.path().join("cache"))
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", child_log())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
