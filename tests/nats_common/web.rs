@@ -526,17 +526,28 @@ pub struct Followed {
 /// `Last-Event-ID` = the last id received, until `end` or `secs` pass.
 /// Ids are not checked here: the caller compares them.
 pub async fn follow(nodes: &[String], job: &str, after: Option<u64>, secs: u64) -> Followed {
+    let seen = try_follow(nodes, job, after, secs).await;
+    assert!(
+        seen.end.is_some(),
+        "job {job}: no `end` within {secs} s on {nodes:?}; got {} lines (last id {:?}) over {} connections",
+        seen.lines.len(),
+        seen.lines.iter().rev().find_map(|m| m.id),
+        seen.connections
+    );
+    seen
+}
+
+/// [`follow`], giving up after `secs` with `end` `None` instead of
+/// panicking (for a caller that adds what it knows to the failure).
+pub async fn try_follow(nodes: &[String], job: &str, after: Option<u64>, secs: u64) -> Followed {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     let mut seen = Followed::default();
     let mut last = after;
     let mut turn = 0;
     loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "job {job}: no `end` within {secs} s on {nodes:?}; got {} lines (last id {last:?}) over {} connections",
-            seen.lines.len(),
-            seen.connections
-        );
+        if tokio::time::Instant::now() >= deadline {
+            return seen;
+        }
         let node = &nodes[turn % nodes.len()];
         turn += 1;
         let mut sse = match Sse::open(node, job, last).await {
