@@ -746,3 +746,47 @@ fn dechunk(raw: &mut Vec<u8>, body: &mut Vec<u8>) {
 pub fn gate(dir: &TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }
+
+/// The line numbers (`Pipeline-Seq`) of `job`'s messages in the events
+/// stream, in the stream's own order: what any reader of the broker sees.
+pub async fn broker_order(bus: &tracing_pipeline::runner::nats::Bus, job: &str) -> Vec<u64> {
+    use async_nats::jetstream::consumer::pull::OrderedConfig;
+    use tracing_pipeline::runner::nats::{EVENTS_PREFIX, EVENTS_STREAM, SEQ_HEADER};
+    let js = async_nats::jetstream::new(bus.client().clone());
+    let stream = js.get_stream(EVENTS_STREAM).await.unwrap();
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: format!("{EVENTS_PREFIX}{job}"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut seqs = Vec::new();
+    while let Ok(Some(Ok(m))) =
+        tokio::time::timeout(Duration::from_millis(1000), messages.next()).await
+    {
+        let seq = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(SEQ_HEADER))
+            .and_then(|v| v.as_str().parse().ok())
+            .unwrap_or(0);
+        seqs.push(seq);
+    }
+    seqs
+}
+
+/// Where `order` (line numbers in stream order) goes back: `(earlier
+/// highest, the lower number after it)` for each such place.
+pub fn inversions(order: &[u64]) -> Vec<(u64, u64)> {
+    let mut high = 0;
+    let mut out = Vec::new();
+    for &seq in order {
+        if seq < high {
+            out.push((high, seq));
+        }
+        high = high.max(seq);
+    }
+    out
+}
