@@ -1145,6 +1145,12 @@ mod tests {
         fn health(&self) -> serde_json::Map<String, Value> {
             serde_json::Map::new()
         }
+        fn fetch<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+            Box::pin(async { false })
+        }
     }
 
     fn summary(v: Value) -> Summary {

@@ -94,15 +94,17 @@ pub async fn open_web_node(config: WebNodeConfig) -> Result<Arc<Runner>, NatsErr
         bus: bus.clone(),
         node_id,
         workers: Arc::new(Mutex::new(None)),
+        node: std::sync::OnceLock::new(),
     });
     let workers = Arc::clone(&remote.workers);
-    let runner = Runner::open_remote(config.data_dir, config.options, remote)?;
+    let runner = Runner::open_remote(config.data_dir, config.options, remote.clone())?;
     let node = Arc::new(Node {
         bus,
         runner: Arc::clone(&runner),
         mirrors: Mutex::new(HashMap::new()),
         catch_up: Arc::new(Semaphore::new(CATCH_UP)),
     });
+    let _ = remote.node.set(Arc::downgrade(&node));
     tokio::spawn(Arc::clone(&node).watch_states());
     tokio::spawn(Arc::clone(&node).sweep());
     tokio::spawn(node.count_workers(workers));
@@ -171,13 +173,18 @@ impl Node {
             self.runner.mirror_forget(&id);
             return;
         }
-        let state = match serde_json::from_slice::<JobState>(&entry.value) {
-            Ok(state) if state.job_id == id => state,
+        match serde_json::from_slice::<JobState>(&entry.value) {
+            Ok(state) if state.job_id == id => self.apply_state(state),
             Ok(_) | Err(_) => {
                 tracing::warn!("job-state entry {id:?} is not a job state: ignored");
-                return;
             }
-        };
+        }
+    }
+
+    /// Mirrors a job as its state says (read from the watch, or directly
+    /// for a job asked for before the watch told of it).
+    fn apply_state(self: &Arc<Self>, state: JobState) {
+        let id = state.job_id.clone();
         let (summary, stages) = local_view(&state);
         let job = match self.runner.mirror(&summary, stages.clone()) {
             Ok((job, _)) => job,
@@ -414,6 +421,8 @@ struct NatsRemote {
     node_id: String,
     /// `(live workers, their --max-running summed)`, as last counted.
     workers: Arc<Mutex<Option<(usize, usize)>>>,
+    /// The node that mirrors jobs, for [`Remote::fetch`].
+    node: std::sync::OnceLock<std::sync::Weak<Node>>,
 }
 
 impl NatsRemote {
@@ -550,6 +559,24 @@ impl Remote for NatsRemote {
                     Err(RunnerError::NotFinished(id.to_owned()))
                 }
                 Some(_) => self.bus.remove_job(id).await.map_err(api_error),
+            }
+        })
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(async move {
+            let Some(node) = self.node.get().and_then(std::sync::Weak::upgrade) else {
+                return false;
+            };
+            match self.bus.job_state(id).await {
+                Ok(Some((state, _))) => {
+                    node.apply_state(state);
+                    true
+                }
+                Ok(None) | Err(_) => false,
             }
         })
     }
