@@ -832,7 +832,7 @@ async fn a_web_node_started_later_or_again_catches_up() {
     );
     let worker = start_worker(&url, &script, TTL, &["--max-running", "4"]);
     let a = web(&url);
-    let early: Vec<String> = (1..=10).map(|i| format!("early-{i}")).collect();
+    let early: Vec<String> = (1..=24).map(|i| format!("early-{i}")).collect();
     for id in &early {
         create(&a.url, id).await;
     }
@@ -874,7 +874,7 @@ async fn a_web_node_started_later_or_again_catches_up() {
                     .get(id)
                     .is_some_and(|s| s["state"] == "finished" && s["lines"] == 44)
             });
-            (done && by_id.len() == 11).then_some(by_id)
+            (done && by_id.len() == 25).then_some(by_id)
         })
         .await;
         for id in &early {
