@@ -900,6 +900,14 @@ async fn a_web_node_started_later_or_again_catches_up() {
             tokio::spawn(async move { strict(&node, "hold", 30).await })
         })
         .collect();
+    // A client that had line 10 resumes on the restarted node.
+    let resumer = {
+        let node = again.url.clone();
+        tokio::spawn(async move {
+            let mut sse = Sse::open_when_known(&node, "hold", Some(10), 20).await;
+            sse.until_end(Duration::from_secs(30)).await
+        })
+    };
     std::fs::write(&go, "").unwrap();
     let stored = until(20, "hold's end in the worker's log", || async {
         let s = worker.stored_lines("hold");
@@ -910,6 +918,18 @@ async fn a_web_node_started_later_or_again_catches_up() {
         let msgs = watcher.await.unwrap();
         assert_stream(&format!("job hold on {name}"), &msgs, &stored);
     }
+    let resumed = resumer
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("job hold resumed after 10 on the restarted node: {e}"));
+    let (end, lines) = resumed.split_last().unwrap();
+    assert!(end.is_end(), "{end:?}");
+    assert_lines(
+        "job hold resumed after 10 on the restarted node",
+        lines,
+        &stored,
+        10,
+    );
     let early_ends = early_ends.into_inner().unwrap();
     assert!(
         early_ends.is_empty(),
@@ -1079,6 +1099,17 @@ async fn a_nats_restart_under_load_loses_and_repeats_nothing() {
     for (name, id, follower) in followers {
         let seen = follower.await.unwrap();
         let stored = runner_of(&refs, &id).stored_lines(&id);
+        let order = broker_order(&bus, &id).await;
+        let back = inversions(&order);
+        if !back.is_empty() {
+            eprintln!(
+                "job {id}: the events stream holds {} messages; its line numbers go back {} times \
+                 (a line stored after a later one, which a replay then drops): {:?}",
+                order.len(),
+                back.len(),
+                &back[..back.len().min(10)]
+            );
+        }
         if seen.end.is_none() {
             let state = bus.job_state(&id).await.unwrap().unwrap().0;
             panic!(
@@ -1096,17 +1127,6 @@ async fn a_nats_restart_under_load_loses_and_repeats_nothing() {
             8001,
             "job {id}: 8000 lines and the closing one"
         );
-        let order = broker_order(&bus, &id).await;
-        let back = inversions(&order);
-        if !back.is_empty() {
-            eprintln!(
-                "job {id}: the events stream holds {} messages; its line numbers go back {} times \
-                 (a line stored after a later one, which a replay then drops): {:?}",
-                order.len(),
-                back.len(),
-                &back[..back.len().min(10)]
-            );
-        }
         assert_lines(&format!("job {id} on node {name}"), &seen.lines, &stored, 0);
     }
     for id in &ids {
