@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use nats_common::web::{
     alive, assert_lines, assert_stream, broker_order, call, create, finished, follow, inversions,
-    job, jobs, post_job, run_bin, runner_of, running, start_worker, strict, try_follow, until, Msg,
-    SlowClient, Sse, WebNode, BIN,
+    job, jobs, post_job, run_bin, runner_of, running, start_worker, start_worker_in, strict,
+    try_follow, until, Msg, SlowClient, Sse, WebNode, BIN,
 };
 use nats_common::{NatsServer, TempDir, WorkerProcess};
 use nix::sys::signal::Signal;
@@ -1134,5 +1134,68 @@ async fn a_nats_restart_under_load_loses_and_repeats_nothing() {
             let j = finished(node, id, 30).await;
             assert_eq!(j["lines"], 8001, "job {id} on {node}: {j}");
         }
+    }
+}
+
+/// A worker killed mid-job and started again at once (same id, same data
+/// directory, within its TTL): the job ends `interrupted`, once, and every
+/// client on both web nodes sees exactly the worker's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_again_after_a_crash_ends_its_job_interrupted() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let pids = TempDir::new("web-pids");
+    let script = endless(pids.path());
+    // A TTL long enough that the restart comes before anyone takes the
+    // worker for lost.
+    let ttl = "6";
+    let args = ["--worker-id", "phoenix"];
+    let worker = start_worker(&url, &script, ttl, &args);
+    let a = WebNode::start(&url, &["--worker-ttl", ttl]);
+    let b = WebNode::start(&url, &["--worker-ttl", ttl]);
+    let id = "crashed";
+    create(&a.url, id).await;
+    let watchers: Vec<_> = [&a.url, &b.url]
+        .into_iter()
+        .map(|node| {
+            let node = node.clone();
+            tokio::spawn(async move { strict(&node, id, 60).await })
+        })
+        .collect();
+    until(20, "5 lines of the job on node B", || async {
+        job(&b.url, id)
+            .await
+            .filter(|j| j["lines"].as_u64() >= Some(5))
+    })
+    .await;
+    let data = worker.into_data();
+    let worker = start_worker_in(&url, &script, ttl, &args, data);
+    let mut streams = Vec::new();
+    for watcher in watchers {
+        streams.push(watcher.await.unwrap());
+    }
+    let stored = worker.stored_lines(id);
+    for (name, msgs) in ["A", "B"].iter().zip(&streams) {
+        assert_stream(&format!("job {id} on node {name}"), msgs, &stored);
+        let lines = &msgs[..msgs.len() - 1];
+        assert_eq!(
+            events(lines, "pipeline_complete").len(),
+            1,
+            "job {id} on node {name}"
+        );
+        let last = &lines[lines.len() - 1].data;
+        assert_eq!(last["event"], "pipeline_complete", "{last}");
+        assert!(
+            last["error"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("interrupted"),
+            "job {id} on node {name}: {last}"
+        );
+    }
+    for node in [&a.url, &b.url] {
+        let j = finished(node, id, 20).await;
+        assert_eq!(j["outcome"], "interrupted", "job {id} on {node}: {j}");
+        assert_eq!(j["lines"], stored.len() as u64, "job {id} on {node}: {j}");
     }
 }

@@ -40,7 +40,18 @@ pub fn alive(pid: u32) -> bool {
 /// Starts `pipeline-runner worker --nats URL --worker-ttl TTL` for `script`
 /// (run by `sh -c`) and waits until it says it is connected.
 pub fn start_worker(url: &str, script: &str, ttl: &str, extra: &[&str]) -> WorkerProcess {
-    let data = TempDir::new("web-worker");
+    start_worker_in(url, script, ttl, extra, TempDir::new("web-worker"))
+}
+
+/// The same, on a given data directory (a killed worker's, to start it
+/// again).
+pub fn start_worker_in(
+    url: &str,
+    script: &str,
+    ttl: &str,
+    extra: &[&str],
+    data: TempDir,
+) -> WorkerProcess {
     let mut child = Command::new(BIN)
         .arg("worker")
         .args(["--nats", url, "--worker-ttl", ttl])
@@ -315,10 +326,13 @@ where
     }
 }
 
-/// Waits until node `node` shows job `id` finished; its detail.
+/// Waits until node `node` shows job `id` ended (state `finished`, or
+/// `interrupted` for a job whose runner died under it); its detail.
 pub async fn finished(node: &str, id: &str, secs: u64) -> Value {
-    until(secs, &format!("job {id} finished on {node}"), || async {
-        job(node, id).await.filter(|j| j["state"] == "finished")
+    until(secs, &format!("job {id} ended on {node}"), || async {
+        job(node, id)
+            .await
+            .filter(|j| j["state"] == "finished" || j["state"] == "interrupted")
     })
     .await
 }
