@@ -428,7 +428,19 @@ echo "{{\"event\":\"pipeline_complete\",\"job_id\":\"$JOB_ID\",\"status\":\"succ
     // when it comes back, and no node may take the live worker for lost.
     tokio::time::sleep(Duration::from_secs(3)).await;
     server.restart();
+    let restarted = Instant::now();
     std::fs::write(&gb, "").unwrap();
+    let on_broker = {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let bus = bus(&url, 2).await;
+            until(60, "the job's last line on the broker", || async {
+                (bus.last_seq(id).await.ok()? >= 102).then_some(())
+            })
+            .await;
+            restarted.elapsed()
+        })
+    };
     let mut seen = Vec::new();
     for follower in followers {
         seen.push(follower.await.unwrap());
@@ -439,6 +451,12 @@ echo "{{\"event\":\"pipeline_complete\",\"job_id\":\"$JOB_ID\",\"status\":\"succ
         assert_lines(&format!("job {id} on node {node}"), &seen.lines, &stored, 0);
         eprintln!("node {node}: {} connections", seen.connections);
     }
+    eprintln!(
+        "job {id}: its last line was on the broker {:?} after the restart, \
+         both nodes' clients had its end after {:?}",
+        on_broker.await.unwrap(),
+        restarted.elapsed()
+    );
     for node in [&a.url, &b.url] {
         let j = finished(node, id, 30).await;
         assert_eq!(j["outcome"], "success", "job {id} on {node}: {j}");
@@ -570,6 +588,28 @@ async fn invalid_job_ids_are_refused_and_nothing_is_published() {
     );
     let (status, body) = post_job(&a.url, &max).await;
     assert_eq!(status, 409, "a duplicate id: {body}");
+    // The same id posted to two nodes at once: one 201, one 409.
+    let b = web(&url);
+    until(20, "node B up to date", || async {
+        (jobs(&b.url).await?.len() == 1).then_some(())
+    })
+    .await;
+    for i in 0..5 {
+        let id = format!("twice-{i}");
+        let (ra, rb) = tokio::join!(post_job(&a.url, &id), post_job(&b.url, &id));
+        let mut codes = [ra.0, rb.0];
+        codes.sort();
+        assert_eq!(
+            codes,
+            [201, 409],
+            "job {id} posted to both nodes at once: {ra:?} {rb:?}"
+        );
+    }
+    assert_eq!(
+        requests.info().await.unwrap().state.messages,
+        6,
+        "job requests"
+    );
 }
 
 /// NATS unreachable at start: a clear error naming the URL, quickly.
