@@ -1239,3 +1239,104 @@ async fn a_worker_started_again_after_a_crash_ends_its_job_interrupted() {
         assert_eq!(j["lines"], stored.len() as u64, "job {id} on {node}: {j}");
     }
 }
+
+/// The held-out scenario with its faults at once: three workers, two web
+/// nodes, six jobs posted to A and watched on both; a worker is killed
+/// mid-job, then node A; A's clients resume on B. Every stream is the
+/// worker's log line for line (a lost job's up to its closing lines).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_and_a_web_node_killed_while_six_jobs_stream() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let gates = TempDir::new("web-gates");
+    let go = gates.path().join("go");
+    let script = format!(
+        r#"echo "{{\"event\":\"layer_start\",\"layer\":1,\"layer_name\":\"work\",\"job_id\":\"$JOB_ID\"}}"
+i=0; while [ ! -f '{go}' ]; do i=$((i+1)); echo "$JOB_ID line $i"; sleep 0.02; done
+echo "{{\"event\":\"layer_complete\",\"layer\":1,\"layer_name\":\"work\",\"job_id\":\"$JOB_ID\",\"status\":\"success\",\"duration_ms\":1}}"
+echo "{{\"event\":\"pipeline_complete\",\"job_id\":\"$JOB_ID\",\"status\":\"success\",\"duration_ms\":2}}""#,
+        go = go.display()
+    );
+    let mut workers: Vec<WorkerProcess> = (0..3)
+        .map(|_| start_worker(&url, &script, TTL, &["--max-running", "2"]))
+        .collect();
+    let mut a = web(&url);
+    let b = web(&url);
+    let ids: Vec<String> = (1..=6).map(|i| format!("chaos-{i}")).collect();
+    let mut on_b = Vec::new();
+    let mut via_a = Vec::new();
+    for id in &ids {
+        create(&a.url, id).await;
+        let (node, job) = (b.url.clone(), id.clone());
+        on_b.push(tokio::spawn(async move { strict(&node, &job, 60).await }));
+        let (nodes, job) = (vec![a.url.clone(), b.url.clone()], id.clone());
+        via_a.push(tokio::spawn(
+            async move { follow(&nodes, &job, None, 60).await },
+        ));
+    }
+    for id in &ids {
+        running(&b.url, id, 20).await;
+        until(20, &format!("10 lines of {id} on node B"), || async {
+            job(&b.url, id)
+                .await
+                .filter(|j| j["lines"].as_u64() >= Some(10))
+        })
+        .await;
+    }
+    let bus = bus(&url, 2).await;
+    let victim = bus
+        .job_state("chaos-1")
+        .await
+        .unwrap()
+        .unwrap()
+        .0
+        .worker
+        .unwrap();
+    let lost: Vec<String> = {
+        let w = workers.iter_mut().find(|w| w.id == victim).unwrap();
+        w.kill();
+        ids.iter().filter(|id| w.has_job(id)).cloned().collect()
+    };
+    a.kill();
+    for id in &lost {
+        finished(&b.url, id, 30).await;
+    }
+    std::fs::write(&go, "").unwrap();
+    let refs: Vec<&WorkerProcess> = workers.iter().collect();
+    for ((id, strict_b), follow_a) in ids.iter().zip(on_b).zip(via_a) {
+        let msgs = strict_b.await.unwrap();
+        let resumed = follow_a.await.unwrap();
+        let mut again = resumed.lines.clone();
+        again.extend(resumed.end);
+        assert_eq!(
+            msgs, again,
+            "job {id}: node B's stream vs the client that began on A and resumed on B"
+        );
+        assert!(
+            resumed.connections >= 2,
+            "job {id}: the client on A never had to resume"
+        );
+        let stored = runner_of(&refs, id).stored_lines(id);
+        let lines = &msgs[..msgs.len() - 1];
+        assert_eq!(events(lines, "pipeline_complete").len(), 1, "job {id}");
+        if lost.contains(id) {
+            let n = lines.len();
+            let last = &lines[n - 1].data;
+            assert_eq!(last["error"], WORKER_LOST, "job {id}: {last}");
+            assert_eq!(lines[n - 2].data["error"], WORKER_LOST, "job {id}");
+            assert!(
+                stored.len() >= n - 2,
+                "job {id}: lines the worker never stored"
+            );
+            assert_lines(
+                &format!("job {id} (lost) on node B"),
+                &lines[..n - 2],
+                &stored[..n - 2],
+                0,
+            );
+        } else {
+            assert_stream(&format!("job {id} on node B"), &msgs, &stored);
+            assert_eq!(lines[lines.len() - 1].data["status"], "success", "job {id}");
+        }
+    }
+}
