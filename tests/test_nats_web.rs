@@ -109,6 +109,10 @@ async fn jobs_posted_to_one_node_stream_on_the_other_line_for_line() {
         .map(|i| format!("held-{i}"))
         .chain((1..=3).map(|i| format!("ref-{i}")))
         .collect();
+    // Node B's job-list stream, open before any job exists.
+    let mut list_stream = Sse::open_path(&b.url, "/api/stream?jobs=1", None)
+        .await
+        .unwrap_or_else(|e| panic!("the job-list stream of node B: {e:?}"));
     let mut watchers = Vec::new();
     for id in &ids {
         create(&a.url, id).await;
@@ -166,6 +170,23 @@ async fn jobs_posted_to_one_node_stream_on_the_other_line_for_line() {
         assert_eq!(sa["outcome"], "success", "job {id}: {sa}");
         let stored = runner_of(&refs, id).stored_lines(id);
         assert_eq!(sa["lines"], stored.len() as u64, "job {id}: {sa}");
+    }
+    // The job list on B told of every job's end, with its final summary.
+    let mut announced: BTreeMap<String, Value> = BTreeMap::new();
+    while !ids.iter().all(|id| {
+        announced
+            .get(id)
+            .is_some_and(|s| summary_key(s) == summary_key(&lists[1][id]))
+    }) {
+        let msg = list_stream
+            .next(Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|e| panic!("node B's job list: {e}; last announced: {announced:#?}"))
+            .expect("node B's job-list stream stays open");
+        if msg.event.as_deref() == Some("jobs") {
+            let id = msg.data["job_id"].as_str().unwrap_or_default().to_owned();
+            announced.insert(id, msg.data);
+        }
     }
     // All nine on one connection of node B, the page's stream of many jobs.
     let query: Vec<String> = ids.iter().map(|id| format!("job={id}:0")).collect();
