@@ -316,6 +316,21 @@ async fn clients_of_a_killed_web_node_resume_on_the_other() {
         &lazy_lines,
         &stored,
     );
+    // `?after=N` as the single-process runner takes it; a bad id is 400.
+    let mut sse = Sse::open_path(&b.url, &format!("/api/jobs/{id}/events?after=80"), None)
+        .await
+        .unwrap();
+    let tail = sse.until_end(Duration::from_secs(20)).await.unwrap();
+    let (end, lines) = tail.split_last().unwrap();
+    assert!(end.is_end(), "{end:?}");
+    assert_lines(&format!("job {id} ?after=80 on B"), lines, &stored, 80);
+    let resp = reqwest::Client::new()
+        .get(format!("{}/api/jobs/{id}/events", b.url))
+        .header("Last-Event-ID", "x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400, "Last-Event-ID: x");
 }
 
 /// A worker killed mid-job: the job ends `error` / `worker lost` exactly
