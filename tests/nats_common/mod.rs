@@ -3,6 +3,8 @@
 //! removed) on drop, and restartable on the same port and store.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod web;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
