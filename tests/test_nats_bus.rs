@@ -220,3 +220,32 @@ async fn replay_puts_a_line_stored_late_back_in_its_place() {
         "6 came after it was given up on"
     );
 }
+
+/// A line longer than the server takes (its `max_payload`, 1 MB by
+/// default) is published as a note saying so, and the lines after it
+/// follow: it never holds up the job.
+#[tokio::test]
+async fn a_line_over_the_servers_max_payload_does_not_hold_up_the_rest() {
+    let server = NatsServer::start();
+    let bus = Bus::connect(config(&server.url())).await.unwrap();
+    let max = bus.client().server_info().max_payload;
+    assert!(max > 0, "the server says its max_payload");
+    let huge = format!(r#"{{"type":"output","text":"{}"}}"#, "x".repeat(max));
+    bus.publish_line("huge", 1, r#"{"n":1}"#).await.unwrap();
+    bus.publish_line("huge", 2, &huge).await.unwrap();
+    bus.publish_line("huge", 3, r#"{"n":3}"#).await.unwrap();
+    let mut replay = bus.replay("huge", 0).await.unwrap();
+    let mut got = Vec::new();
+    while let Some(line) = replay.next_within(Duration::from_secs(2)).await.unwrap() {
+        got.push(line);
+    }
+    assert_eq!(got.iter().map(|l| l.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    let note: serde_json::Value = serde_json::from_str(&got[1].data).unwrap();
+    assert_eq!(note["type"], "output");
+    assert_eq!(note["stream"], "stderr");
+    let text = note["text"].as_str().unwrap();
+    assert!(
+        text.contains("max_payload") && text.contains(&huge.len().to_string()),
+        "{text}"
+    );
+}

@@ -196,6 +196,27 @@ pub struct EventLine {
     pub data: String,
 }
 
+/// Room left in a message for its headers.
+const HEADER_ROOM: usize = 1024;
+
+/// A line as it is published: itself, or, when it is longer than the
+/// server takes (`max_payload`, 1 MB by default, below the runner's 1 MiB
+/// line cap), an `output` line saying so (the line itself stays in the
+/// worker's data directory): a line the server refuses would otherwise
+/// hold up every line after it.
+fn fitted(record: &Record, max_payload: usize) -> String {
+    if max_payload == 0 || record.data.len() + HEADER_ROOM <= max_payload {
+        return record.data.clone();
+    }
+    let note = format!(
+        "[line {}: {} bytes, over the NATS server's max_payload of {max_payload} bytes; \
+         it is kept in the worker's data directory only]",
+        record.seq,
+        record.data.len()
+    );
+    super::super::classify::output_data(&note, super::super::classify::Stream::Stderr)
+}
+
 /// Checks that `id` is a job id, which also makes it a valid subject token
 /// and key (no `.`, `*`, `>` or whitespace).
 fn check_job_id(id: &str) -> Result<(), NatsError> {
@@ -378,9 +399,10 @@ impl Bus {
         };
         let mut pending = Vec::with_capacity(lines.len());
         let mut error = None;
+        let max_payload = self.client.server_info().max_payload;
         for record in lines {
             let publish = jetstream::message::PublishMessage::build()
-                .payload(record.data.clone().into())
+                .payload(fitted(record, max_payload).into())
                 .message_id(format!("{job_id}:{}", record.seq))
                 .header(SEQ_HEADER, record.seq.to_string().as_str());
             match self.js.send_publish(subject.clone(), publish).await {

@@ -55,6 +55,9 @@ pub const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an ended job's mirror waits with nothing to read before it
 /// gives up on a gap in the lines it holds.
 const GAP_IDLE: Duration = Duration::from_secs(2);
+/// How long a line mirror reads nothing before it asks the broker whether
+/// it is behind.
+const STALL: Duration = Duration::from_secs(3);
 /// Lines a line mirror stores with one write at most.
 const BATCH: usize = 256;
 
@@ -107,6 +110,7 @@ pub async fn open_web_node(config: WebNodeConfig) -> Result<Arc<Runner>, NatsErr
         mirrors: Mutex::new(HashMap::new()),
         catch_up: Arc::new(Semaphore::new(CATCH_UP)),
         reconnects: watch::Sender::new(0),
+        ok_since: Mutex::new(None),
     });
     let _ = remote.node.set(Arc::downgrade(&node));
     tokio::spawn(Arc::clone(&node).watch_connection());
@@ -134,6 +138,9 @@ struct Node {
     /// again at once (a consumer cut off by an outage otherwise waits for
     /// its heartbeat timeout to notice).
     reconnects: watch::Sender<u64>,
+    /// Since when the broker has answered every request of this node's
+    /// own (the worker count, every third of a TTL), without a break.
+    ok_since: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Node {
@@ -146,6 +153,9 @@ impl Node {
                 self.bus.client().connection_state(),
                 async_nats::connection::State::Connected
             );
+            if !up {
+                *lock(&self.ok_since) = None;
+            }
             if up && !was_up {
                 tracing::info!("NATS connection back: reading the broker again");
                 self.reconnects.send_modify(|n| *n += 1);
@@ -336,10 +346,26 @@ impl Node {
                     }
                 }
                 _ = reconnected.changed() => replay = None,
-                () = tokio::time::sleep(Duration::from_secs(1)), if end.is_some() => {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {
+                    // Nothing read for a while, and the broker has lines
+                    // this mirror has not: the consumer is stuck (its
+                    // server died in a cluster, say). Read again.
+                    if last_read.elapsed() >= STALL && r.held() == 0 {
+                        last_read = tokio::time::Instant::now();
+                        let ahead = tokio::time::timeout(
+                            Duration::from_secs(2),
+                            self.bus.last_seq(&id),
+                        )
+                        .await;
+                        if matches!(ahead, Ok(Ok(last)) if last > mirror.last_seq()) {
+                            tracing::info!("job {id}: the replay stalled; reading again");
+                            replay = None;
+                            continue;
+                        }
+                    }
                     // Ended, every stored line read, and a gap still open:
                     // the stream no longer has the missing lines.
-                    if r.held() > 0 && last_read.elapsed() >= GAP_IDLE {
+                    if end.is_some() && r.held() > 0 && last_read.elapsed() >= GAP_IDLE {
                         if let Some(first) = r.skip_gap() {
                             let mut batch = vec![(first.seq, first.data)];
                             while let Ok(Some(line)) = r.next_within(Duration::ZERO).await {
@@ -363,14 +389,22 @@ impl Node {
         let every = (self.bus.config().worker_ttl / 3).max(Duration::from_millis(100));
         let mut stop = self.runner.shutdown_flag();
         loop {
+            let asked = tokio::time::Instant::now();
             match self.bus.workers().await {
+                // Slower than the workers' heartbeat gap: theirs may be as
+                // slow, so this is a break (no sweep for two TTLs).
+                Ok(_) if asked.elapsed() > every => *lock(&self.ok_since) = None,
                 Ok(workers) => {
                     let max = workers.iter().map(|w| w.max_running).sum();
                     *lock(&into) = Some((workers.len(), max));
+                    lock(&self.ok_since).get_or_insert_with(tokio::time::Instant::now);
                 }
                 // The last count stands; the connection's state is in
                 // `nats_connected`.
-                Err(e) => tracing::debug!("cannot count the workers: {e}"),
+                Err(e) => {
+                    *lock(&self.ok_since) = None;
+                    tracing::debug!("cannot count the workers: {e}");
+                }
             }
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
@@ -384,29 +418,24 @@ impl Node {
     async fn sweep(self: Arc<Self>) {
         let every = 2 * self.bus.config().worker_ttl;
         let mut stop = self.runner.shutdown_flag();
-        let mut up_since: Option<tokio::time::Instant> = None;
+        let mut last_sweep = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = tokio::time::sleep(every / 4) => {}
                 () = stopped(&mut stop) => return,
             }
-            let connected = matches!(
-                self.bus.client().connection_state(),
-                async_nats::connection::State::Connected
-            );
-            if !connected {
-                up_since = None;
-                continue;
-            }
-            let since = *up_since.get_or_insert_with(tokio::time::Instant::now);
-            if since.elapsed() < every {
+            // As a worker sweeps only after two TTLs of its own heartbeats:
+            // after an outage (or while JetStream recovers from a restart)
+            // every liveness entry may have expired, and each live worker
+            // gets that long to heartbeat again.
+            let healthy = lock(&self.ok_since).is_some_and(|t| t.elapsed() >= every);
+            if !healthy || last_sweep.elapsed() < every {
                 continue;
             }
             if let Err(e) = super::lost::end_lost_jobs(&self.bus).await {
                 tracing::debug!("lost-worker sweep: {e}");
             }
-            // The next sweep in two TTLs.
-            up_since = Some(tokio::time::Instant::now());
+            last_sweep = tokio::time::Instant::now();
         }
     }
 }

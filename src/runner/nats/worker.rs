@@ -117,8 +117,12 @@ pub async fn run_worker(
     bus.heartbeat(&info).await?;
     // Heartbeats have succeeded without a break since then (None: failing).
     let ok_since = Arc::new(Mutex::new(Some(tokio::time::Instant::now())));
+    // Heartbeats go over a connection of their own: on the main one they
+    // would wait behind every line published after an outage, and a
+    // worker busy catching up would be taken for lost.
+    let beats = Bus::connect(config.bus.clone()).await?;
     let heartbeat = {
-        let bus = bus.clone();
+        let bus = beats;
         let running = Arc::clone(&running);
         let ok_since = Arc::clone(&ok_since);
         let every = (bus.config().worker_ttl / 3).max(Duration::from_millis(100));
@@ -130,9 +134,14 @@ pub async fn run_worker(
                     running: lock(&running).iter().cloned().collect(),
                     ..info.clone()
                 };
+                let sent = tokio::time::Instant::now();
                 let result = bus.heartbeat(&info).await;
                 let mut since = lock(&ok_since);
                 match result {
+                    // A heartbeat that took longer than the gap between
+                    // two is a break too: the others' may be as late, and
+                    // their entries expire while they are alive.
+                    Ok(()) if sent.elapsed() > every => *since = None,
                     Ok(()) => {
                         since.get_or_insert_with(tokio::time::Instant::now);
                     }
