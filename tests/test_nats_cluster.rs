@@ -24,6 +24,16 @@ use tracing_pipeline::runner::nats::{Bus, BusConfig, JobPhase, EVENTS_STREAM};
 /// election (several seconds), so a failover never makes a worker "lost".
 const WORKER_TTL: &str = "30";
 
+/// Where Debian's package puts the server, or the one on `PATH`.
+fn server_program() -> PathBuf {
+    let debian = Path::new("/usr/sbin/nats-server");
+    if debian.exists() {
+        debian.to_path_buf()
+    } else {
+        PathBuf::from("nats-server")
+    }
+}
+
 /// The ports of one cluster member.
 #[derive(Debug, Clone, Copy)]
 struct Ports {
@@ -144,7 +154,7 @@ impl Cluster {
             let conf = dir.path().join(format!("{name}.conf"));
             std::fs::write(&conf, local_config(&shipped, me, &ports, &store)).unwrap();
             let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-            let child = Command::new("/usr/sbin/nats-server")
+            let child = Command::new(server_program())
                 .arg("-c")
                 .arg(&conf)
                 .stdout(Stdio::null())
