@@ -215,12 +215,19 @@ async fn refuse_declared_large_bodies(request: Request, next: Next) -> Response 
 
 /// The job a path names: a path that does not even decode (`%ff`) is a bad
 /// id like any other.
-fn job_in(
+async fn job_in(
     runner: &Runner,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Arc<Job>, RunnerError> {
     let Path(id) = path.map_err(|_| RunnerError::InvalidJobId)?;
-    runner.job(&id)
+    match (runner.job(&id), runner.remote()) {
+        // A job submitted on another web node a moment ago: the broker
+        // has it before this node's watch does.
+        (Err(RunnerError::UnknownJob(_)), Some(remote)) if remote.fetch(&id).await => {
+            runner.job(&id)
+        }
+        (found, _) => found,
+    }
 }
 
 /// The body of `POST /api/jobs`, to refuse duplicate keys (its own
@@ -297,7 +304,7 @@ async fn rerun_job(
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, RunnerError> {
-    let job = job_in(&runner, path)?;
+    let job = job_in(&runner, path).await?;
     Params::parse(&uri, NO_PARAMETERS, &[])?;
     let requested = requested_id(body)?;
     let id = match runner.remote() {
@@ -321,7 +328,7 @@ async fn delete_job(
     path: Result<Path<String>, PathRejection>,
     uri: Uri,
 ) -> Result<Response, RunnerError> {
-    let job = job_in(&runner, path)?;
+    let job = job_in(&runner, path).await?;
     Params::parse(&uri, NO_PARAMETERS, &[])?;
     match runner.remote() {
         Some(remote) => {
@@ -432,7 +439,7 @@ async fn get_job(
     path: Result<Path<String>, PathRejection>,
     uri: Uri,
 ) -> Result<Response, RunnerError> {
-    let job = job_in(&runner, path)?;
+    let job = job_in(&runner, path).await?;
     Params::parse(&uri, NO_PARAMETERS, &[])?;
     Ok(Json(job.detail()).into_response())
 }
@@ -442,7 +449,7 @@ async fn cancel_job(
     path: Result<Path<String>, PathRejection>,
     uri: Uri,
 ) -> Result<Response, RunnerError> {
-    let job = job_in(&runner, path)?;
+    let job = job_in(&runner, path).await?;
     Params::parse(&uri, NO_PARAMETERS, &[])?;
     match runner.remote() {
         Some(remote) => {
@@ -473,7 +480,7 @@ async fn job_events(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, RunnerError> {
-    let job = job_in(&runner, path)?;
+    let job = job_in(&runner, path).await?;
     let p = Params::parse(&uri, "after", &[])?;
     let after = match headers.get("last-event-id").map(|v| v.to_str()) {
         None => p.number("after", 0, u64::MAX, 0)?,
@@ -561,7 +568,7 @@ async fn job_lines(
     path: Result<Path<String>, PathRejection>,
     uri: Uri,
 ) -> Result<Response, RunnerError> {
-    let job = job_in(&runner, path)?;
+    let job = job_in(&runner, path).await?;
     let p = Params::parse(&uri, "from, limit, stage, level", &[])?;
     let from = p.number("from", 1, u64::MAX, 1)?;
     let limit = p.number("limit", 1, 10_000, 1000)? as usize;
@@ -615,7 +622,7 @@ async fn job_log(
     path: Result<Path<String>, PathRejection>,
     uri: Uri,
 ) -> Result<Response, RunnerError> {
-    let job = job_in(&runner, path)?;
+    let job = job_in(&runner, path).await?;
     Params::parse(&uri, NO_PARAMETERS, &[])?;
     let id = job.id().to_owned();
     let last = job.last_seq();
@@ -681,7 +688,7 @@ async fn job_search(
     path: Result<Path<String>, PathRejection>,
     uri: Uri,
 ) -> Result<Response, RunnerError> {
-    let job = job_in(&runner, path)?;
+    let job = job_in(&runner, path).await?;
     let p = Params::parse(&uri, "q, level, limit", &[])?;
     let needle = p
         .text("q")?

@@ -1127,6 +1127,111 @@ mod tests {
     use super::*;
     use serde_json::{json, Number};
 
+    use super::super::{Remote, RemoteFuture, Runner, RunnerOptions};
+
+    #[derive(Debug)]
+    struct Nowhere;
+
+    impl Remote for Nowhere {
+        fn submit(&self, _: String, _: Option<String>) -> RemoteFuture<'_, Summary> {
+            Box::pin(async { Err(RunnerError::Unavailable("nowhere".into())) })
+        }
+        fn cancel<'a>(&'a self, _: &'a str) -> RemoteFuture<'a, ()> {
+            Box::pin(async { Err(RunnerError::Unavailable("nowhere".into())) })
+        }
+        fn delete<'a>(&'a self, _: &'a str) -> RemoteFuture<'a, ()> {
+            Box::pin(async { Err(RunnerError::Unavailable("nowhere".into())) })
+        }
+        fn health(&self) -> serde_json::Map<String, Value> {
+            serde_json::Map::new()
+        }
+        fn fetch<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+            Box::pin(async { false })
+        }
+    }
+
+    fn summary(v: Value) -> Summary {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn stored(path: &std::path::Path) -> Vec<(u64, Value)> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let r: Value = serde_json::from_str(l).unwrap();
+                let data = serde_json::from_str(r["data"].as_str().unwrap()).unwrap();
+                (r["seq"].as_u64().unwrap(), data)
+            })
+            .collect()
+    }
+
+    /// A mirror stores lines with the numbers they came with: repeats are
+    /// dropped, a number that never came is held by a note, so later
+    /// numbers (the SSE ids) still match the broker's.
+    #[tokio::test]
+    async fn a_mirror_keeps_the_brokers_numbers() {
+        let dir = std::env::temp_dir().join(format!(
+            "tp-mirror-{}-{}",
+            std::process::id(),
+            crate::reference::generate_job_id()
+        ));
+        let runner =
+            Runner::open_remote(dir.clone(), RunnerOptions::default(), Arc::new(Nowhere)).unwrap();
+        let running = summary(json!({
+            "job_id": "m1", "state": "running", "status": null, "outcome": "running",
+            "created_at": "2026-01-01T00:00:00.000Z",
+        }));
+        let (job, new) = runner.mirror(&running, Vec::new()).unwrap();
+        assert!(new);
+        let (rx, _) = job.subscribe();
+        assert!(rx.is_some(), "a live mirror has a stream");
+        let mut mirror = Mirror::new(&job);
+        let start = r#"{"event":"layer_start","layer":1,"layer_name":"a"}"#;
+        let out = r#"{"type":"output","text":"x","layer":1,"layer_name":"a"}"#;
+        mirror
+            .append(vec![(1, start.into()), (1, start.into()), (3, out.into())])
+            .await;
+        mirror
+            .append(vec![(2, "late".into()), (4, out.into())])
+            .await;
+        assert_eq!(mirror.last_seq(), 4);
+        let lines = stored(job.events_path());
+        let seqs: Vec<u64> = lines.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, [1, 2, 3, 4]);
+        assert_eq!(lines[0].1["event"], "layer_start");
+        assert_eq!(lines[1].1["type"], "output");
+        assert!(lines[1].1["text"].as_str().unwrap().contains("line 2"));
+        // Already attributed where it was read: stored as it came.
+        assert_eq!(lines[2].1, serde_json::from_str::<Value>(out).unwrap());
+        assert_eq!(job.detail().stages[0].status, StageStatus::Running);
+
+        let ended = summary(json!({
+            "job_id": "m1", "state": "finished", "status": "success", "outcome": "success",
+            "created_at": "2026-01-01T00:00:00.000Z", "finished_at": "2026-01-01T00:00:09.000Z",
+            "duration_ms": 9000, "exit_code": 0, "lines": 4,
+        }));
+        let stage: StageState = serde_json::from_value(
+            json!({"layer": 1, "layer_name": "a", "status": "complete", "duration_ms": 7}),
+        )
+        .unwrap();
+        let prior = mirror.finish(&ended, vec![stage]).await;
+        assert_eq!(prior, Phase::Running);
+        let d = job.detail();
+        assert_eq!(d.summary.state, Phase::Finished);
+        assert_eq!(d.summary.outcome, Outcome::Success);
+        assert_eq!(d.summary.lines, 4);
+        assert_eq!(d.summary.exit_code, Some(0));
+        assert_eq!(d.stages[0].status, StageStatus::Complete);
+        assert!(job.subscribe().0.is_none(), "its streams have ended");
+        assert_eq!(runner.load(), (0, 0));
+        drop(runner);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn attributed_output_names_its_stage() {
         let stage = StageState::pending(Number::from(3), "a \"b\"".into());

@@ -27,6 +27,9 @@ pub(crate) trait Remote: Send + Sync + std::fmt::Debug {
     fn cancel<'a>(&'a self, id: &'a str) -> RemoteFuture<'a, ()>;
     /// Deletes finished job `id` everywhere.
     fn delete<'a>(&'a self, id: &'a str) -> RemoteFuture<'a, ()>;
+    /// Mirrors job `id` here now if the broker has it (a job this node
+    /// has not heard of yet); false when it does not, or cannot say.
+    fn fetch<'a>(&'a self, id: &'a str) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
     /// What `GET /api/health` adds: the role, where the broker is.
     fn health(&self) -> serde_json::Map<String, serde_json::Value>;
 }

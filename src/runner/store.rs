@@ -357,3 +357,58 @@ fn load(data: &DataDir, mut meta: Meta, events: PathBuf) -> Result<Loaded, Runne
         index,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "tp-cache-{name}-{}-{}",
+            std::process::id(),
+            crate::reference::generate_job_id()
+        ))
+    }
+
+    #[test]
+    fn a_cache_is_emptied_when_opened_again() {
+        let root = temp("own");
+        let data = DataDir::open_cache(root.clone()).unwrap();
+        fs::create_dir_all(data.job_dir("j1")).unwrap();
+        fs::write(data.path().join("stages.json"), "[]").unwrap();
+        drop(data);
+        let data = DataDir::open_cache(root.clone()).unwrap();
+        let mut left: Vec<String> = fs::read_dir(data.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".lock", "jobs", CACHE_MARKER]);
+        assert_eq!(fs::read_dir(data.path().join("jobs")).unwrap().count(), 0);
+        drop(data);
+        let _ = fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn another_directory_is_never_emptied() {
+        let root = temp("foreign");
+        fs::create_dir_all(root.join("jobs").join("j1")).unwrap();
+        fs::write(root.join("jobs").join("j1").join("meta.json"), "{}").unwrap();
+        let e = DataDir::open_cache(root.clone()).unwrap_err().to_string();
+        assert!(e.contains("not a web node's cache"), "{e}");
+        assert!(root.join("jobs").join("j1").join("meta.json").exists());
+        let _ = fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn a_cache_in_use_is_not_emptied() {
+        let root = temp("busy");
+        let data = DataDir::open_cache(root.clone()).unwrap();
+        fs::create_dir_all(data.job_dir("j1")).unwrap();
+        let e = DataDir::open_cache(root.clone()).unwrap_err();
+        assert!(matches!(e, RunnerError::DataDirInUse(_)), "{e}");
+        assert!(data.job_dir("j1").exists());
+        drop(data);
+        let _ = fs::remove_dir_all(root);
+    }
+}

@@ -170,6 +170,13 @@ test("retention, data size and queue read as one line", () => {
     "data 3.0 MB \u00b7 keeps the last 200 jobs \u00b7 runs 2 at a time (2 running, 3 queued)",
   );
   assert.equal(runnerText({ ok: true, version: "0.1.0" }), "");
+  // A web node: the slots are its workers'.
+  assert.equal(
+    runnerText({ max_running: 8, running: 3, queued: 0, workers: 2, role: "web" }),
+    "runs 8 at a time (3 running) on 2 workers",
+  );
+  assert.equal(runnerText({ max_running: 4, running: 0, queued: 1, workers: 1 }), "runs 4 at a time (0 running, 1 queued) on 1 worker");
+  assert.equal(runnerText({ max_running: null, workers: 0 }), "0 workers");
 });
 
 test("only http(s) links are followed", () => {

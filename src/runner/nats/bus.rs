@@ -594,6 +594,26 @@ impl Bus {
             .map_err(|e| request(format!("remove the state of {job_id}"))(&e))
     }
 
+    /// Every worker whose liveness entry has not expired.
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>, NatsError> {
+        let mut keys = self
+            .workers
+            .keys()
+            .await
+            .map_err(|e| request("list workers")(&e))?;
+        let mut ids = Vec::new();
+        while let Some(key) = keys.next().await {
+            ids.push(key.map_err(|e| request("list workers")(&e))?);
+        }
+        let mut workers = Vec::new();
+        for id in ids {
+            if let Some(info) = self.worker(&id).await? {
+                workers.push(info);
+            }
+        }
+        Ok(workers)
+    }
+
     /// Removes a worker's liveness entry (it stopped cleanly).
     pub(crate) async fn forget_worker(&self, worker: &str) {
         let _ = self.workers.delete(worker).await;

@@ -26,6 +26,31 @@
 //! single-process runner; its data directory is the worker's durable
 //! buffer) and forwards each job's stored lines to the events stream.
 //!
+//! [`open_web_node`] is the web role (`pipeline-runner serve --nats URL`):
+//! a [`Runner`](super::Runner) that runs no children and mirrors the
+//! broker's jobs into its data directory (a cache), each line stored with
+//! its number on the broker, so that the same page, API and SSE streams as
+//! the single-process runner's are served by any number of web nodes, with
+//! the same SSE ids on each; creating, cancelling and deleting jobs go to
+//! the broker.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use tracing_pipeline::runner::nats::{open_web_node, BusConfig, WebNodeConfig};
+//! use tracing_pipeline::runner::{serve, shutdown_signal, RunnerOptions};
+//!
+//! let runner = open_web_node(WebNodeConfig {
+//!     bus: BusConfig::new("nats://127.0.0.1:4222"),
+//!     data_dir: "./pipeline-web-data".into(),
+//!     node_id: None,
+//!     options: RunnerOptions::default(),
+//! })
+//! .await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! serve(listener, runner, shutdown_signal()).await?;
+//! # Ok(()) }
+//! ```
+//!
 //! `docs/distributed.md` describes the subjects, streams, buckets, the
 //! sequence mapping, the lost-worker rule, what is buffered and how much,
 //! and a deployment.

@@ -93,16 +93,21 @@ pub async fn open_web_node(config: WebNodeConfig) -> Result<Arc<Runner>, NatsErr
     let remote = Arc::new(NatsRemote {
         bus: bus.clone(),
         node_id,
+        workers: Arc::new(Mutex::new(None)),
+        node: std::sync::OnceLock::new(),
     });
-    let runner = Runner::open_remote(config.data_dir, config.options, remote)?;
+    let workers = Arc::clone(&remote.workers);
+    let runner = Runner::open_remote(config.data_dir, config.options, remote.clone())?;
     let node = Arc::new(Node {
         bus,
         runner: Arc::clone(&runner),
         mirrors: Mutex::new(HashMap::new()),
         catch_up: Arc::new(Semaphore::new(CATCH_UP)),
     });
+    let _ = remote.node.set(Arc::downgrade(&node));
     tokio::spawn(Arc::clone(&node).watch_states());
-    tokio::spawn(node.sweep());
+    tokio::spawn(Arc::clone(&node).sweep());
+    tokio::spawn(node.count_workers(workers));
     Ok(runner)
 }
 
@@ -168,13 +173,18 @@ impl Node {
             self.runner.mirror_forget(&id);
             return;
         }
-        let state = match serde_json::from_slice::<JobState>(&entry.value) {
-            Ok(state) if state.job_id == id => state,
+        match serde_json::from_slice::<JobState>(&entry.value) {
+            Ok(state) if state.job_id == id => self.apply_state(state),
             Ok(_) | Err(_) => {
                 tracing::warn!("job-state entry {id:?} is not a job state: ignored");
-                return;
             }
-        };
+        }
+    }
+
+    /// Mirrors a job as its state says (read from the watch, or directly
+    /// for a job asked for before the watch told of it).
+    fn apply_state(self: &Arc<Self>, state: JobState) {
+        let id = state.job_id.clone();
         let (summary, stages) = local_view(&state);
         let job = match self.runner.mirror(&summary, stages.clone()) {
             Ok((job, _)) => job,
@@ -183,7 +193,8 @@ impl Node {
                 return;
             }
         };
-        if state.phase == JobPhase::Queued {
+        // Queued jobs have no lines yet; a mirror that has ended has them all.
+        if state.phase == JobPhase::Queued || job.subscribe().0.is_none() {
             return;
         }
         let mut mirrors = lock(&self.mirrors);
@@ -235,8 +246,10 @@ impl Node {
                     );
                 }
                 if complete || since.elapsed() >= MISSING_LINES_GRACE {
-                    lock(&self.mirrors).remove(&id);
+                    // Forgotten only once ended: until then a state seen
+                    // again finds this mirror, not room for a second one.
                     mirror.finish(&end.summary, end.stages.clone()).await;
+                    lock(&self.mirrors).remove(&id);
                     return;
                 }
             }
@@ -282,6 +295,24 @@ impl Node {
                     }
                 }
                 () = tokio::time::sleep(Duration::from_secs(1)), if end.is_some() => {}
+                () = stopped(&mut stop) => return,
+            }
+        }
+    }
+
+    /// Counts the live workers and the jobs they run at once, every third
+    /// of a worker TTL, for `GET /api/health`.
+    async fn count_workers(self: Arc<Self>, into: Arc<Mutex<Option<(usize, usize)>>>) {
+        let every = (self.bus.config().worker_ttl / 3).max(Duration::from_millis(100));
+        let mut stop = self.runner.shutdown_flag();
+        loop {
+            let counted = self.bus.workers().await.ok().map(|workers| {
+                let max = workers.iter().map(|w| w.max_running).sum();
+                (workers.len(), max)
+            });
+            *lock(&into) = counted;
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
                 () = stopped(&mut stop) => return,
             }
         }
@@ -388,6 +419,10 @@ fn api_error(e: NatsError) -> RunnerError {
 struct NatsRemote {
     bus: Bus,
     node_id: String,
+    /// `(live workers, their --max-running summed)`, as last counted.
+    workers: Arc<Mutex<Option<(usize, usize)>>>,
+    /// The node that mirrors jobs, for [`Remote::fetch`].
+    node: std::sync::OnceLock<std::sync::Weak<Node>>,
 }
 
 impl NatsRemote {
@@ -528,6 +563,24 @@ impl Remote for NatsRemote {
         })
     }
 
+    fn fetch<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>> {
+        Box::pin(async move {
+            let Some(node) = self.node.get().and_then(std::sync::Weak::upgrade) else {
+                return false;
+            };
+            match self.bus.job_state(id).await {
+                Ok(Some((state, _))) => {
+                    node.apply_state(state);
+                    true
+                }
+                Ok(None) | Err(_) => false,
+            }
+        })
+    }
+
     fn health(&self) -> Map<String, Value> {
         let connected = matches!(
             self.bus.client().connection_state(),
@@ -538,6 +591,13 @@ impl Remote for NatsRemote {
         map.insert("node_id".into(), self.node_id.clone().into());
         map.insert("nats".into(), self.bus.config().url.clone().into());
         map.insert("nats_connected".into(), connected.into());
+        // The jobs that run at once are the workers' to say.
+        let (workers, max_running) = match *lock(&self.workers) {
+            Some((n, max)) => (Value::from(n), Value::from(max)),
+            None => (Value::Null, Value::Null),
+        };
+        map.insert("workers".into(), workers);
+        map.insert("max_running".into(), max_running);
         map
     }
 }
@@ -545,4 +605,105 @@ impl Remote for NatsRemote {
 /// Completes once the runner starts shutting down.
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(phase: JobPhase, summary: Option<Value>, stages: Vec<Value>) -> JobState {
+        JobState {
+            job_id: "j1".into(),
+            phase,
+            worker: Some("w1".into()),
+            queued_at: "2026-01-01T00:00:00.000Z".into(),
+            rerun_of: Some("j0".into()),
+            summary,
+            stages,
+            index: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_queued_state_is_a_queued_job_created_when_submitted() {
+        let (s, stages) = local_view(&state(JobPhase::Queued, None, Vec::new()));
+        assert_eq!(s.state, Phase::Queued);
+        assert_eq!(s.outcome, Outcome::Queued);
+        assert_eq!(s.created_at, "2026-01-01T00:00:00.000Z");
+        assert_eq!(s.rerun_of.as_deref(), Some("j0"));
+        assert!(stages.is_empty());
+    }
+
+    #[test]
+    fn a_running_state_keeps_the_workers_summary_but_the_submit_time() {
+        let summary = json!({
+            "job_id": "j1", "state": "running", "status": null, "outcome": "running",
+            "created_at": "2026-01-01T00:00:05.000Z", "started_at": "2026-01-01T00:00:05.000Z",
+            "lines": 7, "trace_id": "0af7651916cd43dd8448eb211c80319c",
+            "span_id": "b7ad6b7169203331", "queue_position": 3,
+        });
+        let (s, _) = local_view(&state(JobPhase::Running, Some(summary), Vec::new()));
+        assert_eq!(s.state, Phase::Running);
+        assert_eq!(s.created_at, "2026-01-01T00:00:00.000Z");
+        assert_eq!(s.started_at.as_deref(), Some("2026-01-01T00:00:05.000Z"));
+        assert_eq!(s.lines, 7);
+        assert_eq!(s.queue_position, None);
+        assert_eq!(
+            s.trace_id.as_deref(),
+            Some("0af7651916cd43dd8448eb211c80319c")
+        );
+    }
+
+    #[test]
+    fn a_running_state_without_a_summary_yet_is_running() {
+        let (s, _) = local_view(&state(JobPhase::Running, None, Vec::new()));
+        assert_eq!((s.state, s.outcome), (Phase::Running, Outcome::Running));
+    }
+
+    #[test]
+    fn a_finished_state_is_ended_and_keeps_only_stages_that_ran() {
+        let summary = json!({
+            "job_id": "j1", "state": "running", "status": "partial", "outcome": "running",
+            "lines": 3,
+        });
+        let stages = vec![
+            json!({"layer": 1, "layer_name": "a", "status": "complete", "duration_ms": 5}),
+            json!({"layer": 2, "layer_name": "b", "status": "pending"}),
+            json!("not a stage"),
+        ];
+        let (s, stages) = local_view(&state(JobPhase::Finished, Some(summary), stages));
+        assert_eq!(s.state, Phase::Finished);
+        assert_eq!(s.outcome, Outcome::Partial);
+        let names: Vec<&str> = stages.iter().map(|s| s.layer_name.as_str()).collect();
+        assert_eq!(names, ["a"]);
+    }
+
+    #[test]
+    fn an_unreadable_summary_falls_back_to_what_the_state_says() {
+        let (s, _) = local_view(&state(
+            JobPhase::Finished,
+            Some(json!({"state": 42})),
+            Vec::new(),
+        ));
+        assert_eq!(s.job_id, "j1");
+        assert_eq!(s.state, Phase::Finished);
+        assert_eq!(s.outcome, Outcome::Error);
+    }
+
+    #[test]
+    fn broker_errors_become_api_errors() {
+        assert!(matches!(
+            api_error(NatsError::InvalidJobId("a.b".into())),
+            RunnerError::InvalidJobId
+        ));
+        assert!(matches!(
+            api_error(NatsError::DuplicateJob("x".into())),
+            RunnerError::DuplicateJob(id) if id == "x"
+        ));
+        let down = NatsError::Request {
+            action: "read".into(),
+            reason: "timed out".into(),
+        };
+        assert!(matches!(api_error(down), RunnerError::Unavailable(m) if m.contains("timed out")));
+    }
 }

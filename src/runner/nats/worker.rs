@@ -264,7 +264,22 @@ pub async fn run_worker(
             let _ = message.ack().await;
             continue;
         };
-        let claimed = claim(&bus, &job_id, &worker_id).await;
+        // A claim whose outcome is unknown (NATS went away during the
+        // write and stayed away while it was read back) is tried again
+        // until the bucket answers: the write may have been applied, and
+        // then this worker is the one the entry names. (Meanwhile the
+        // request may come back to another worker, which drops it when the
+        // claim was applied, or runs it when it was not; the next try here
+        // then finds it taken.)
+        let mut claimed = claim(&bus, &job_id, &worker_id).await;
+        while let Err(e) = &claimed {
+            tracing::warn!("job {job_id}: cannot claim it yet: {e}; trying again");
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = &mut shutdown => break,
+            }
+            claimed = claim(&bus, &job_id, &worker_id).await;
+        }
         let (state, revision, fresh) = match claimed {
             Ok(Some(claimed)) => claimed,
             Ok(None) => {
@@ -272,11 +287,9 @@ pub async fn run_worker(
                 let _ = message.ack().await;
                 continue;
             }
-            Err(e) => {
-                // Not acked: it comes back after the ack wait.
-                tracing::warn!("job {job_id}: cannot claim it: {e}");
-                continue;
-            }
+            // Shutting down with the claim still unknown: not acked, the
+            // request comes back after the ack wait.
+            Err(_) => break,
         };
         if !fresh && runner.job(&job_id).is_ok() {
             // Already running (or ran) here: a redelivered request.

@@ -259,7 +259,11 @@ export function runnerText(health) {
     if (typeof health.running === "number") now.push(formatCount(health.running) + " running");
     if (typeof health.queued === "number" && health.queued > 0) now.push(formatCount(health.queued) + " queued");
     if (now.length) q += " (" + now.join(", ") + ")";
+    if (typeof health.workers === "number") q += " on " + formatCount(health.workers) + (health.workers === 1 ? " worker" : " workers");
     parts.push(q);
+  } else if (typeof health.workers === "number") {
+    // A web node that cannot count its workers' slots yet.
+    parts.push(formatCount(health.workers) + (health.workers === 1 ? " worker" : " workers"));
   }
   return parts.join(" \u00b7 ");
 }
