@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use nats_common::{free_port, wait_for, TempDir};
 use serde_json::Value;
-use tracing_pipeline::runner::nats::{Bus, BusConfig, JobPhase, EVENTS_STREAM};
+use tracing_pipeline::runner::nats::{Bus, BusConfig, JobPhase, EVENTS_STREAM, SEQ_HEADER};
 
 /// Seconds a worker may stay silent: well above a JetStream leader
 /// election (several seconds), so a failover never makes a worker "lost".
@@ -401,6 +401,44 @@ impl Drop for Node {
     }
 }
 
+/// Every message of the job's subject in the events stream, as stored
+/// (duplicates too), read with direct gets: any replica answers, and no
+/// consumer has to be created (creating one waits for the JetStream meta
+/// leader, which a failover may have taken away).
+async fn stored_in_stream(bus: &Bus, id: &str) -> Vec<(u64, String)> {
+    use async_nats::jetstream::stream::DirectGetErrorKind;
+    let js = async_nats::jetstream::new(bus.client().clone());
+    let stream = js.get_stream_no_info(EVENTS_STREAM).await.unwrap();
+    let subject = Bus::events_subject(id).unwrap();
+    let mut lines = Vec::new();
+    let mut next = 1;
+    loop {
+        let mut tries = 0;
+        let message = loop {
+            tries += 1;
+            match stream
+                .direct_get_next_for_subject(subject.as_str(), Some(next))
+                .await
+            {
+                Ok(m) => break Some(m),
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => break None,
+                Err(e) => {
+                    assert!(tries < 40, "cannot read the events stream: {e}");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        };
+        let Some(m) = message else { return lines };
+        let seq = m
+            .headers
+            .get(SEQ_HEADER)
+            .and_then(|v| v.as_str().parse().ok())
+            .expect("every line has its number");
+        lines.push((seq, String::from_utf8_lossy(&m.payload).into_owned()));
+        next = m.sequence + 1;
+    }
+}
+
 fn parse(data: &str) -> Value {
     serde_json::from_str(data).unwrap()
 }
@@ -439,7 +477,7 @@ echo "{{\"event\":\"pipeline_complete\",\"job_id\":\"$JOB_ID\",\"status\":\"succ
         release.display()
     );
     let worker = Node::worker(&urls, &script);
-    let (_web, web_url) = Node::web(&urls);
+    let (web, web_url) = Node::web(&urls);
     let mut config = BusConfig::new(&urls);
     config.replicas = 3;
     config.worker_ttl = Duration::from_secs(WORKER_TTL.parse().unwrap());
@@ -487,8 +525,13 @@ echo "{{\"event\":\"pipeline_complete\",\"job_id\":\"$JOB_ID\",\"status\":\"succ
     let victim_name = cluster.members[which].name.clone();
     let before = bus.last_seq(&id).await.unwrap();
     let killed_at = Instant::now();
+    let web_on = cluster
+        .connected_member(web.child.id())
+        .map_or("unknown", |i| cluster.members[i].name.as_str())
+        .to_owned();
     eprintln!(
-        "killing {victim_name} ({}) at line {before}; meta leader {leader}, events stream leader {}",
+        "killing {victim_name} ({}) at line {before}; meta leader {leader}, events stream leader {}, \
+         the web node on {web_on}",
         if victim.is_some() { "the worker's server" } else { "the worker's connection was not found" },
         events_leader.as_deref().unwrap_or("unknown")
     );
@@ -538,32 +581,20 @@ echo "{{\"event\":\"pipeline_complete\",\"job_id\":\"$JOB_ID\",\"status\":\"succ
     }
 
     // The broker holds exactly the worker's lines...
-    // Opening a reader needs the JetStream meta leader; while the
-    // survivors elect a new one it times out (5 s), so try again.
-    let mut tries = 0;
-    let mut replay = loop {
-        tries += 1;
-        match bus.replay(&id, 0).await {
-            Ok(r) => break r,
-            Err(e) => assert!(tries < 6, "cannot read the events stream: {e}"),
-        }
-    };
-    let mut from_bus = Vec::new();
-    while from_bus.len() < stored.len() {
-        let line = replay
-            .next_within(Duration::from_secs(10))
-            .await
-            .unwrap()
-            .expect("every line from the broker");
-        from_bus.push((line.seq, line.data));
-    }
+    let from_bus = stored_in_stream(&bus, &id).await;
     assert_same("events stream", &from_bus, &stored);
 
     // ... and so does the web node: live through the failure, and replayed.
-    let (lines, end) = tokio::time::timeout(Duration::from_secs(30), live)
-        .await
-        .expect("the live stream ends")
-        .unwrap();
+    let (lines, end) = match tokio::time::timeout(Duration::from_secs(30), live).await {
+        Ok(done) => done.unwrap(),
+        Err(_) => {
+            let seen = runner_common::get_json(&format!("{web_url}/api/jobs/{id}")).await;
+            panic!(
+                "the web node's live stream did not end within 30 s of the job's end; \
+                 the web node says: {seen:?}"
+            )
+        }
+    };
     let end = end.expect("the live stream ends with `end`");
     assert_eq!(end.last_id, 253);
     assert_same("live SSE", &lines, &stored);
