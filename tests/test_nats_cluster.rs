@@ -466,15 +466,18 @@ async fn a_job_survives_losing_the_nats_server_its_worker_is_connected_to() {
     let gate = TempDir::new("nats-cluster-gate");
     let release = gate.path().join("release");
     // 100 lines, then (once released) 150 more at about 100 a second, so
-    // that lines are printed while the cluster recovers, then the end.
+    // that lines are printed while the cluster recovers, then the end. (A
+    // test that fails before the release removes the gate's directory,
+    // which lets the child run on and end.)
     let script = format!(
         r#"echo "{{\"event\":\"layer_start\",\"layer\":1,\"layer_name\":\"print\",\"job_id\":\"$JOB_ID\"}}"
 i=0; while [ $i -lt 100 ]; do i=$((i+1)); echo "line $i"; done
-while [ ! -f '{}' ]; do sleep 0.02; done
+while [ ! -f '{release}' ] && [ -d '{gate}' ]; do sleep 0.02; done
 while [ $i -lt 250 ]; do i=$((i+1)); echo "line $i"; sleep 0.01; done
 echo "{{\"event\":\"layer_complete\",\"layer\":1,\"layer_name\":\"print\",\"job_id\":\"$JOB_ID\",\"status\":\"success\",\"duration_ms\":1}}"
 echo "{{\"event\":\"pipeline_complete\",\"job_id\":\"$JOB_ID\",\"status\":\"success\",\"duration_ms\":2}}""#,
-        release.display()
+        release = release.display(),
+        gate = gate.path().display()
     );
     let worker = Node::worker(&urls, &script);
     let (web, web_url) = Node::web(&urls);
