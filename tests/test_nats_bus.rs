@@ -185,3 +185,38 @@ async fn replay_after_a_sequence_then_follow_in_order_without_gaps() {
         None
     );
 }
+
+/// A retried publish stored behind the lines sent after it (an outage
+/// lost its acknowledgement) is still replayed in its place; a gap the
+/// stream will never fill is held until given up on.
+#[tokio::test]
+async fn replay_puts_a_line_stored_late_back_in_its_place() {
+    let server = NatsServer::start();
+    let bus = Bus::connect(config(&server.url())).await.unwrap();
+    for seq in [1, 2, 4, 5, 3, 7] {
+        bus.publish_line("late", seq, &format!(r#"{{"n":{seq}}}"#))
+            .await
+            .unwrap();
+    }
+    let mut replay = bus.replay("late", 0).await.unwrap();
+    let mut got = Vec::new();
+    while let Some(line) = replay.next_within(Duration::from_secs(2)).await.unwrap() {
+        let v: serde_json::Value = serde_json::from_str(&line.data).unwrap();
+        assert_eq!(v["n"], line.seq, "line {} carries its own data", line.seq);
+        got.push(line.seq);
+    }
+    assert_eq!(got, [1, 2, 3, 4, 5], "in order, each once; 7 held behind 6");
+    assert_eq!(replay.held(), 1);
+    let seven = replay.skip_gap().expect("the held line");
+    assert_eq!(seven.seq, 7);
+    assert_eq!(replay.held(), 0);
+    // The line that never came is not waited for any more; later ones follow.
+    bus.publish_line("late", 6, r#"{"n":6}"#).await.unwrap();
+    bus.publish_line("late", 8, r#"{"n":8}"#).await.unwrap();
+    let next = replay.next_within(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        next.map(|l| l.seq),
+        Some(8),
+        "6 came after it was given up on"
+    );
+}

@@ -220,15 +220,29 @@ async fn job_in(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Arc<Job>, RunnerError> {
     let Path(id) = path.map_err(|_| RunnerError::InvalidJobId)?;
-    match (runner.job(&id), runner.remote()) {
+    find_job(runner, &id).await
+}
+
+/// Job `id`; on a web node, also one this node has not heard of yet, and
+/// an ended one only once all its lines are here.
+async fn find_job(runner: &Runner, id: &str) -> Result<Arc<Job>, RunnerError> {
+    let job = match (runner.job(id), runner.remote()) {
         // A job submitted on another web node a moment ago: the broker
         // has it before this node's watch does.
-        (Err(RunnerError::UnknownJob(_)), Some(remote)) if remote.fetch(&id).await => {
-            runner.job(&id)
-        }
+        (Err(RunnerError::UnknownJob(_)), Some(remote)) if remote.fetch(id).await => runner.job(id),
         (found, _) => found,
+    }?;
+    // A web node serves an ended job once it has all its lines.
+    if !job.caught_up(CATCH_UP_WAIT).await {
+        return Err(RunnerError::Unavailable(format!(
+            "job {id} is still being copied from the broker: try again"
+        )));
     }
+    Ok(job)
 }
+
+/// How long a request waits for a web node to copy an ended job's lines.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(30);
 
 /// The body of `POST /api/jobs`, to refuse duplicate keys (its own
 /// errors are never shown: their text names this type).
@@ -751,7 +765,7 @@ async fn stream(State(runner): State<Arc<Runner>>, uri: Uri) -> Result<Response,
         if jobs.iter().any(|(j, _)| j.id() == id) {
             return Err(bad("job", format!("job {id} is given more than once")));
         }
-        jobs.push((runner.job(id)?, after));
+        jobs.push((find_job(&runner, id).await?, after));
     }
     Ok((
         [(HeaderName::from_static("x-accel-buffering"), "no")],

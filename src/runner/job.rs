@@ -98,6 +98,12 @@ pub(crate) struct Job {
     shared: Arc<Shared>,
     inner: Mutex<Inner>,
     cancel: Notify,
+    /// A mirror of a job that had ended when it was first seen: set until
+    /// its lines are all in (the job is shown ended, but is not served
+    /// until then: an ended job's `lines` is its last line).
+    catching_up: watch::Sender<bool>,
+    /// Someone waits for this catching-up mirror: it skips the line.
+    wanted: Notify,
     /// Becomes `true` when the job is deleted: its streams end.
     deleted: watch::Sender<bool>,
 }
@@ -120,6 +126,9 @@ struct Inner {
     tx: Option<broadcast::Sender<Msg>>,
     cancel_requested: bool,
     queue_position: Option<u64>,
+    /// The line count a catching-up mirror shows: the job's, as its end
+    /// recorded it, while its lines are still being copied.
+    shown_lines: Option<u64>,
 }
 
 impl Job {
@@ -165,8 +174,11 @@ impl Job {
                 tx: queued.then(|| broadcast::channel(BROADCAST_CAPACITY).0),
                 cancel_requested: false,
                 queue_position: None,
+                shown_lines: None,
             }),
             cancel: Notify::new(),
+            catching_up: watch::Sender::new(false),
+            wanted: Notify::new(),
             deleted: watch::Sender::new(false),
         }
     }
@@ -228,7 +240,7 @@ impl Job {
             finished_at: inner.finished_at.clone(),
             duration_ms: inner.duration_ms,
             exit_code: inner.exit_code,
-            lines: inner.last_seq,
+            lines: inner.shown_lines.unwrap_or(inner.last_seq),
             counts: count(&inner.tracker.stages),
             queue_position: inner.queue_position,
             rerun_of: self.rerun_of.clone(),
@@ -443,8 +455,11 @@ pub(crate) fn create(
             tx: Some(tx),
             cancel_requested: false,
             queue_position: None,
+            shown_lines: None,
         }),
         cancel: Notify::new(),
+        catching_up: watch::Sender::new(false),
+        wanted: Notify::new(),
         deleted: watch::Sender::new(false),
     });
     let summary = job.summary();
@@ -929,10 +944,17 @@ pub(crate) fn create_mirror(
             tx: Some(tx),
             cancel_requested: false,
             queue_position: None,
+            shown_lines: None,
         }),
         cancel: Notify::new(),
+        catching_up: watch::Sender::new(false),
+        wanted: Notify::new(),
         deleted: watch::Sender::new(false),
     });
+    job.catching_up.send_replace(ended);
+    if ended {
+        job.lock().shown_lines = Some(s.lines);
+    }
     let meta = job.detail_own();
     drop(shared.data.create_job(&meta)?);
     announce(&shared.list_events, &meta.summary);
@@ -941,6 +963,25 @@ pub(crate) fn create_mirror(
 
 #[cfg_attr(not(feature = "nats"), allow(dead_code))]
 impl Job {
+    /// Waits until a mirror that is catching up has all its lines (at most
+    /// `limit`; false if it still has not). Its line mirror is told that
+    /// someone waits, so it goes first.
+    pub(crate) async fn caught_up(&self, limit: Duration) -> bool {
+        let mut rx = self.catching_up.subscribe();
+        if !*rx.borrow() {
+            return true;
+        }
+        self.wanted.notify_one();
+        tokio::time::timeout(limit, rx.wait_for(|c| !*c))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Completes when someone waits for this catching-up mirror.
+    pub(crate) async fn wanted(&self) {
+        self.wanted.notified().await;
+    }
+
     /// The summary and the job's own stages, as `meta.json` holds them.
     fn detail_own(&self) -> Meta {
         let inner = self.lock();
@@ -1064,6 +1105,7 @@ impl Mirror {
         let (prior, meta) = {
             let mut inner = job.lock();
             let prior = inner.phase;
+            inner.shown_lines = None;
             if inner.outcome.is_none() {
                 inner.tracker = if stages.is_empty() {
                     let mut t = self.rec.tracker.clone();
@@ -1102,6 +1144,7 @@ impl Mirror {
         if let Some(tx) = job.lock().tx.take() {
             let _ = tx.send(Msg::End);
         }
+        job.catching_up.send_replace(false);
         self.rec.shared.mirror_ended(&job, prior);
         prior
     }
@@ -1228,6 +1271,29 @@ mod tests {
         assert_eq!(d.stages[0].status, StageStatus::Complete);
         assert!(job.subscribe().0.is_none(), "its streams have ended");
         assert_eq!(runner.load(), (0, 0));
+        assert!(job.caught_up(Duration::ZERO).await);
+
+        // First seen ended: shown ended, but not served until its lines are in.
+        let mut late = ended.clone();
+        late.job_id = "m2".into();
+        let (job, _) = runner.mirror(&late, Vec::new()).unwrap();
+        assert_eq!(job.phase(), Phase::Finished);
+        assert!(!job.caught_up(Duration::from_millis(10)).await);
+        let mut mirror = Mirror::new(&job);
+        let waiting = {
+            let job = Arc::clone(&job);
+            tokio::spawn(async move { job.caught_up(Duration::from_secs(10)).await })
+        };
+        // The waiter is heard by the line mirror.
+        tokio::time::timeout(Duration::from_secs(5), job.wanted())
+            .await
+            .expect("the mirror is told someone waits");
+        mirror
+            .append((1..=4).map(|n| (n, format!("line {n}"))).collect())
+            .await;
+        mirror.finish(&late, Vec::new()).await;
+        assert!(waiting.await.unwrap(), "served once every line is in");
+        assert_eq!(job.detail().summary.lines, 4);
         drop(runner);
         let _ = std::fs::remove_dir_all(dir);
     }

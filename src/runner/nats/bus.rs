@@ -393,19 +393,33 @@ impl Bus {
                 }
             }
         }
+        // One deadline for the whole batch: each ack's own timeout starts
+        // only when it is awaited, so after an outage awaiting them one by
+        // one would cost a timeout per lost ack. The first failure ends
+        // the wait: the lines after it are published again.
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
         for (seq, ack) in pending {
-            match ack.await {
-                Ok(ack) if error.is_none() => {
+            if error.is_some() {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, ack).await {
+                Ok(Ok(ack)) => {
                     acked = seq;
                     if seq % INDEX_EVERY == 1 && index.last().is_none_or(|[l, _]| *l < seq) {
                         index.push([seq, ack.sequence]);
                     }
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    if error.is_none() {
-                        error = Some(request(format!("publish line {seq} of {job_id}"))(&e));
-                    }
+                Ok(Err(e)) => {
+                    error = Some(request(format!("publish line {seq} of {job_id}"))(&e));
+                }
+                Err(_) => {
+                    error = Some(NatsError::Request {
+                        action: format!("publish line {seq} of {job_id}"),
+                        reason: format!(
+                            "no acknowledgement within {:?}",
+                            self.config.request_timeout
+                        ),
+                    });
                 }
             }
         }
@@ -462,6 +476,7 @@ impl Bus {
             job_id: job_id.to_owned(),
             messages,
             last: after,
+            held: std::collections::BTreeMap::new(),
         })
     }
 
@@ -702,11 +717,23 @@ pub(crate) async fn submit(
     Ok(state)
 }
 
+/// Lines a [`Replay`] holds back behind a gap at most; beyond that the
+/// gap is taken to be lost for good.
+pub const REPLAY_HOLD: usize = 50_000;
+
 /// A job's lines from the events stream, in order, each once.
+///
+/// The stream holds a job's lines in the order they were stored, which is
+/// their order but for one case: a publish whose acknowledgement was lost
+/// in an outage is retried after the lines sent behind it were stored. A
+/// line that comes before one it follows is held back until the gap fills
+/// (at most [`REPLAY_HOLD`] lines); [`Replay::skip_gap`] gives up on a gap
+/// that will not fill (lines the stream's limits dropped).
 pub struct Replay {
     job_id: String,
     messages: consumer::pull::Ordered,
     last: u64,
+    held: std::collections::BTreeMap<u64, String>,
 }
 
 impl std::fmt::Debug for Replay {
@@ -714,6 +741,7 @@ impl std::fmt::Debug for Replay {
         f.debug_struct("Replay")
             .field("job_id", &self.job_id)
             .field("last", &self.last)
+            .field("held", &self.held.len())
             .finish_non_exhaustive()
     }
 }
@@ -724,6 +752,9 @@ impl Replay {
     /// skipped, so a line stored twice is returned once.
     pub async fn next(&mut self) -> Result<EventLine, NatsError> {
         loop {
+            if let Some(line) = self.take_held(false) {
+                return Ok(line);
+            }
             let message = match self.messages.next().await {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
@@ -742,15 +773,46 @@ impl Replay {
                 .and_then(|h| h.get(SEQ_HEADER))
                 .and_then(|v| v.as_str().parse::<u64>().ok());
             let Some(seq) = seq else { continue };
-            if seq <= self.last {
+            if seq <= self.last || self.held.contains_key(&seq) {
                 continue;
             }
-            self.last = seq;
-            return Ok(EventLine {
-                seq,
-                data: String::from_utf8_lossy(&message.payload).into_owned(),
-            });
+            let data = String::from_utf8_lossy(&message.payload).into_owned();
+            if seq == self.last + 1 {
+                self.last = seq;
+                return Ok(EventLine { seq, data });
+            }
+            // Ahead of a line not read yet: held until the gap fills.
+            self.held.insert(seq, data);
+            if self.held.len() > REPLAY_HOLD {
+                if let Some(line) = self.take_held(true) {
+                    return Ok(line);
+                }
+            }
         }
+    }
+
+    /// The first held line if it is next (or, with `skip`, whatever the gap
+    /// before it).
+    fn take_held(&mut self, skip: bool) -> Option<EventLine> {
+        let (&seq, _) = self.held.first_key_value()?;
+        if seq != self.last + 1 && !skip {
+            return None;
+        }
+        let data = self.held.remove(&seq)?;
+        self.last = seq;
+        Some(EventLine { seq, data })
+    }
+
+    /// How many lines are held back behind a gap.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Gives up on the gap before the first held line (the stream will not
+    /// fill it) and returns that line; the held lines after it follow
+    /// from [`Replay::next`]. `None` when nothing is held.
+    pub fn skip_gap(&mut self) -> Option<EventLine> {
+        self.take_held(true)
     }
 
     /// The next line if it comes within `wait`.

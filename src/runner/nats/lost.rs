@@ -52,23 +52,39 @@ pub async fn end_lost_job(bus: &Bus, job_id: &str) -> Result<bool, NatsError> {
     }
     // The job's stage states, from its lines: the same tracker the runner
     // keeps while a job runs.
-    let last = bus.last_seq(job_id).await?;
+    // The last stored line is the job's last but when a retried publish
+    // was stored behind later lines: so every line is read, up to the
+    // last stored one and then until none follows.
+    let stored_last = bus.last_seq(job_id).await?;
     let mut tracker = Tracker::default();
-    if last > 0 {
+    let mut last = 0;
+    if stored_last > 0 {
         let mut replay = bus.replay(job_id, 0).await?;
         loop {
-            let Some(line) = replay.next_within(bus.config().request_timeout).await? else {
-                return Err(NatsError::Request {
-                    action: format!("read the lines of {job_id}"),
-                    reason: format!("line {last} did not arrive"),
-                });
+            let wait = if last >= stored_last {
+                Duration::from_millis(300)
+            } else {
+                bus.config().request_timeout
+            };
+            let line = match replay.next_within(wait).await? {
+                Some(line) => line,
+                // A gap that will not fill (lines the stream dropped).
+                None if replay.held() > 0 => match replay.skip_gap() {
+                    Some(line) => line,
+                    None => break,
+                },
+                None if last >= stored_last => break,
+                None => {
+                    return Err(NatsError::Request {
+                        action: format!("read the lines of {job_id}"),
+                        reason: format!("line {stored_last} did not arrive"),
+                    })
+                }
             };
             if let Ok(Value::Object(event)) = serde_json::from_str::<Value>(&line.data) {
                 tracker.observe(&event, line.seq, None);
             }
-            if line.seq >= last {
-                break;
-            }
+            last = last.max(line.seq);
         }
     }
     let end_ms = now_ms();

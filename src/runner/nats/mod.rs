@@ -63,8 +63,8 @@ mod worker;
 
 pub use bus::{
     submit_job, Bus, BusConfig, EventLine, JobPhase, JobState, NatsError, Replay, WorkerInfo,
-    CANCEL_PREFIX, EVENTS_PREFIX, EVENTS_STREAM, JOBS_STREAM, JOBS_SUBJECT, SEQ_HEADER,
-    STATE_BUCKET, WORKERS_BUCKET, WORKER_CONSUMER,
+    CANCEL_PREFIX, EVENTS_PREFIX, EVENTS_STREAM, JOBS_STREAM, JOBS_SUBJECT, REPLAY_HOLD,
+    SEQ_HEADER, STATE_BUCKET, WORKERS_BUCKET, WORKER_CONSUMER,
 };
 pub use cli::{worker_main, BusArgs};
 pub use lost::{end_lost_job, end_lost_jobs, WORKER_LOST};

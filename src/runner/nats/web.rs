@@ -52,6 +52,9 @@ pub const CATCH_UP: usize = 8;
 pub const MISSING_LINES_GRACE: Duration = Duration::from_secs(30);
 /// How long a cancel waits for the worker that runs the job to answer.
 pub const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an ended job's mirror waits with nothing to read before it
+/// gives up on a gap in the lines it holds.
+const GAP_IDLE: Duration = Duration::from_secs(2);
 /// Lines a line mirror stores with one write at most.
 const BATCH: usize = 256;
 
@@ -103,8 +106,10 @@ pub async fn open_web_node(config: WebNodeConfig) -> Result<Arc<Runner>, NatsErr
         runner: Arc::clone(&runner),
         mirrors: Mutex::new(HashMap::new()),
         catch_up: Arc::new(Semaphore::new(CATCH_UP)),
+        reconnects: watch::Sender::new(0),
     });
     let _ = remote.node.set(Arc::downgrade(&node));
+    tokio::spawn(Arc::clone(&node).watch_connection());
     tokio::spawn(Arc::clone(&node).watch_states());
     tokio::spawn(Arc::clone(&node).sweep());
     tokio::spawn(node.count_workers(workers));
@@ -125,19 +130,47 @@ struct Node {
     /// The running line mirrors, by job: each told the job's end here.
     mirrors: Mutex<HashMap<String, watch::Sender<Option<Ended>>>>,
     catch_up: Arc<Semaphore>,
+    /// Counts the client's reconnections: readers of the broker start
+    /// again at once (a consumer cut off by an outage otherwise waits for
+    /// its heartbeat timeout to notice).
+    reconnects: watch::Sender<u64>,
 }
 
 impl Node {
+    /// Bumps `reconnects` each time the connection is back after a break.
+    async fn watch_connection(self: Arc<Self>) {
+        let mut stop = self.runner.shutdown_flag();
+        let mut was_up = true;
+        loop {
+            let up = matches!(
+                self.bus.client().connection_state(),
+                async_nats::connection::State::Connected
+            );
+            if up && !was_up {
+                tracing::info!("NATS connection back: reading the broker again");
+                self.reconnects.send_modify(|n| *n += 1);
+            }
+            was_up = up;
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                () = stopped(&mut stop) => return,
+            }
+        }
+    }
+
     /// Follows the job-state bucket until the runner shuts down; starts
     /// again (every value once more, which changes nothing already known)
     /// after the watch breaks.
     async fn watch_states(self: Arc<Self>) {
         let mut stop = self.runner.shutdown_flag();
+        let mut reconnected = self.reconnects.subscribe();
         let mut failing = false;
         loop {
+            reconnected.mark_unchanged();
             match self.bus.state_bucket().watch_with_history(">").await {
                 Ok(mut entries) => loop {
                     tokio::select! {
+                        _ = reconnected.changed() => break,
                         entry = entries.next() => match entry {
                             Some(Ok(entry)) => {
                                 failing = false;
@@ -204,9 +237,14 @@ impl Node {
             let mirror = Mirror::new(&job);
             let ended_here = !matches!(job.phase(), Phase::Queued | Phase::Running);
             let catch_up = ended_here.then(|| Arc::clone(&self.catch_up));
+            let wanted = Arc::clone(&job);
             tokio::spawn(async move {
+                // A mirror someone waits for goes before the others.
                 let permit: Option<OwnedSemaphorePermit> = match catch_up {
-                    Some(s) => s.acquire_owned().await.ok(),
+                    Some(s) => tokio::select! {
+                        permit = s.acquire_owned() => permit.ok(),
+                        () = wanted.wanted() => None,
+                    },
                     None => None,
                 };
                 node.mirror_lines(mirror, rx).await;
@@ -228,8 +266,10 @@ impl Node {
     ) {
         let id = mirror.job().id().to_owned();
         let mut stop = self.runner.shutdown_flag();
-        let mut replay = None;
+        let mut reconnected = self.reconnects.subscribe();
+        let mut replay: Option<super::bus::Replay> = None;
         let mut missing_since: Option<tokio::time::Instant> = None;
+        let mut last_read = tokio::time::Instant::now();
         let mut failing = false;
         loop {
             let end = ended.borrow().clone();
@@ -274,6 +314,7 @@ impl Node {
             tokio::select! {
                 line = r.next() => match line {
                     Ok(first) => {
+                        last_read = tokio::time::Instant::now();
                         let mut batch = vec![(first.seq, first.data)];
                         while batch.len() < BATCH {
                             match r.next_within(Duration::ZERO).await {
@@ -294,7 +335,23 @@ impl Node {
                         return;
                     }
                 }
-                () = tokio::time::sleep(Duration::from_secs(1)), if end.is_some() => {}
+                _ = reconnected.changed() => replay = None,
+                () = tokio::time::sleep(Duration::from_secs(1)), if end.is_some() => {
+                    // Ended, every stored line read, and a gap still open:
+                    // the stream no longer has the missing lines.
+                    if r.held() > 0 && last_read.elapsed() >= GAP_IDLE {
+                        if let Some(first) = r.skip_gap() {
+                            let mut batch = vec![(first.seq, first.data)];
+                            while let Ok(Some(line)) = r.next_within(Duration::ZERO).await {
+                                batch.push((line.seq, line.data));
+                                if r.held() == 0 {
+                                    break;
+                                }
+                            }
+                            mirror.append(batch).await;
+                        }
+                    }
+                }
                 () = stopped(&mut stop) => return,
             }
         }
@@ -306,11 +363,15 @@ impl Node {
         let every = (self.bus.config().worker_ttl / 3).max(Duration::from_millis(100));
         let mut stop = self.runner.shutdown_flag();
         loop {
-            let counted = self.bus.workers().await.ok().map(|workers| {
-                let max = workers.iter().map(|w| w.max_running).sum();
-                (workers.len(), max)
-            });
-            *lock(&into) = counted;
+            match self.bus.workers().await {
+                Ok(workers) => {
+                    let max = workers.iter().map(|w| w.max_running).sum();
+                    *lock(&into) = Some((workers.len(), max));
+                }
+                // The last count stands; the connection's state is in
+                // `nats_connected`.
+                Err(e) => tracing::debug!("cannot count the workers: {e}"),
+            }
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
                 () = stopped(&mut stop) => return,
