@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 
 # What the suite needs from Debian: the browser tests' chromium and
 # chromedriver, the terminal view's tmux, the page's node (JavaScript tests),
-# and prometheus (with promtool) for the metrics tests.
+# prometheus (with promtool) for the metrics tests, nats-server for the NATS
+# tests, haproxy for the web nodes behind a proxy.
 need=()
 [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]] || need+=(chromium chromium-driver)
 command -v tmux >/dev/null || need+=(tmux)
@@ -21,6 +22,8 @@ command -v node >/dev/null || need+=(nodejs)
 # The metrics tests' real Prometheus server and its promtool.
 [[ -x /usr/bin/prometheus && -x /usr/bin/promtool ]] || need+=(prometheus)
 [[ -x /usr/sbin/nats-server ]] || command -v nats-server >/dev/null || need+=(nats-server)
+# The web-node browser test's real proxy in front of two web nodes.
+command -v haproxy >/dev/null || [[ -x /usr/sbin/haproxy ]] || need+=(haproxy)
 if (( ${#need[@]} )); then
     echo "scripts/test.sh: installing ${need[*]}" >&2
     if [[ $(id -u) -eq 0 ]]; then
