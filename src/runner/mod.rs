@@ -93,7 +93,7 @@ use model::now_timestamp;
 pub(crate) use model::{Outcome, Phase, StageState, Summary};
 use options::BadTokens;
 pub(crate) use remote::Remote;
-#[cfg(feature = "nats")]
+#[cfg(any(feature = "nats", test))]
 pub(crate) use remote::RemoteFuture;
 use stats::{DeletedLog, JobRecord, Totals};
 use store::{DataDir, StageCatalog};
