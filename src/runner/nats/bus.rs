@@ -415,33 +415,23 @@ impl Bus {
                 }
             }
         }
-        // One deadline for the whole batch: each ack's own timeout starts
-        // only when it is awaited, so after an outage awaiting them one by
-        // one would cost a timeout per lost ack. The first failure ends
-        // the wait: the lines after it are published again.
-        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        // Each ack's timeout starts when it is awaited, so a server that is
+        // slow but answering is waited for; the first failure ends the wait
+        // (awaiting the rest in turn after an outage would cost a timeout
+        // per lost ack): the lines after it are published again.
         for (seq, ack) in pending {
             if error.is_some() {
                 break;
             }
-            match tokio::time::timeout_at(deadline, ack).await {
-                Ok(Ok(ack)) => {
+            match ack.await {
+                Ok(ack) => {
                     acked = seq;
                     if seq % INDEX_EVERY == 1 && index.last().is_none_or(|[l, _]| *l < seq) {
                         index.push([seq, ack.sequence]);
                     }
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     error = Some(request(format!("publish line {seq} of {job_id}"))(&e));
-                }
-                Err(_) => {
-                    error = Some(NatsError::Request {
-                        action: format!("publish line {seq} of {job_id}"),
-                        reason: format!(
-                            "no acknowledgement within {:?}",
-                            self.config.request_timeout
-                        ),
-                    });
                 }
             }
         }
@@ -467,8 +457,30 @@ impl Bus {
     /// the nearest indexed line at or before `after + 1`, so a resume far
     /// into a long job skips fewer than 1024 of its lines.
     pub async fn replay(&self, job_id: &str, after: u64) -> Result<Replay, NatsError> {
+        self.replay_with(job_id, after, true).await
+    }
+
+    /// [`Bus::replay`] reading the job's subject from its start, not from
+    /// the indexed line: an indexed line whose publish was retried after an
+    /// outage was stored behind lines that follow it, which a read from it
+    /// would miss.
+    pub async fn replay_all(&self, job_id: &str, after: u64) -> Result<Replay, NatsError> {
+        self.replay_with(job_id, after, false).await
+    }
+
+    async fn replay_with(
+        &self,
+        job_id: &str,
+        after: u64,
+        indexed: bool,
+    ) -> Result<Replay, NatsError> {
         let subject = Self::events_subject(job_id)?;
-        let start = match self.job_state(job_id).await? {
+        let state = if indexed {
+            self.job_state(job_id).await?
+        } else {
+            None
+        };
+        let start = match state {
             Some((state, _)) => state
                 .index
                 .iter()

@@ -281,6 +281,9 @@ impl Node {
         let mut missing_since: Option<tokio::time::Instant> = None;
         let mut last_read = tokio::time::Instant::now();
         let mut failing = false;
+        // Once a replay has stalled, read from the subject's start: the
+        // indexed line may have been stored late, after lines it precedes.
+        let mut stalled = false;
         loop {
             let end = ended.borrow().clone();
             if let Some(end) = &end {
@@ -304,7 +307,12 @@ impl Node {
                 }
             }
             if replay.is_none() {
-                match self.bus.replay(&id, mirror.last_seq()).await {
+                let opened = if stalled {
+                    self.bus.replay_all(&id, mirror.last_seq()).await
+                } else {
+                    self.bus.replay(&id, mirror.last_seq()).await
+                };
+                match opened {
                     Ok(r) => {
                         failing = false;
                         replay = Some(r);
@@ -359,6 +367,7 @@ impl Node {
                         .await;
                         if matches!(ahead, Ok(Ok(last)) if last > mirror.last_seq()) {
                             tracing::info!("job {id}: the replay stalled; reading again");
+                            stalled = true;
                             replay = None;
                             continue;
                         }
