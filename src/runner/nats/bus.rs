@@ -438,6 +438,38 @@ impl Bus {
         (acked, error)
     }
 
+    /// Publishes `lines` (consecutive, in order) until every one is
+    /// acknowledged, from the first unacknowledged one after a failure, up
+    /// to `tries` times in all; the last error when it gives up. Message
+    /// ids make a retry (or a racing publish of the same numbers) store
+    /// each line once.
+    pub(crate) async fn publish_all(
+        &self,
+        job_id: &str,
+        lines: &[Record],
+        tries: u32,
+    ) -> Result<(), NatsError> {
+        let mut from = 0;
+        let mut failed = 0;
+        while from < lines.len() {
+            let (acked, error) = self
+                .publish_lines(job_id, &lines[from..], &mut Vec::new())
+                .await;
+            from = lines
+                .iter()
+                .position(|r| r.seq > acked)
+                .unwrap_or(lines.len());
+            if let Some(e) = error {
+                failed += 1;
+                if failed >= tries {
+                    return Err(e);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(())
+    }
+
     /// Publishes one line (message id `<job>:<seq>`) and waits for its ack.
     pub async fn publish_line(&self, job_id: &str, seq: u64, data: &str) -> Result<(), NatsError> {
         let record = Record {

@@ -134,26 +134,8 @@ pub async fn end_lost_job(bus: &Bus, job_id: &str) -> Result<bool, NatsError> {
     if bus.set_job_state(&finished, revision).await?.is_none() {
         return Ok(false);
     }
-    // Won: append the end. Message ids make a retry (or a racing zombie
-    // publish of the same numbers) store each line once.
-    let mut from = 0;
-    let mut tries = 0;
-    while from < records.len() {
-        let (acked, error) = bus
-            .publish_lines(job_id, &records[from..], &mut Vec::new())
-            .await;
-        from = records
-            .iter()
-            .position(|r| r.seq > acked)
-            .unwrap_or(records.len());
-        if let Some(e) = error {
-            tries += 1;
-            if tries >= 5 {
-                return Err(e);
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    // Won: append the end.
+    bus.publish_all(job_id, &records, 5).await?;
     tracing::warn!(
         "job {job_id}: worker {} lost; job ended",
         finished.worker.as_deref().unwrap_or("?")

@@ -372,9 +372,23 @@ impl Node {
                             continue;
                         }
                     }
-                    // Ended, every stored line read, and a gap still open:
-                    // the stream no longer has the missing lines.
-                    if end.is_some() && r.held() > 0 && last_read.elapsed() >= GAP_IDLE {
+                    if r.held() > 0 && last_read.elapsed() >= GAP_IDLE {
+                        // A gap nothing fills: first read the subject again
+                        // from its start (a read that began at an indexed
+                        // line misses lines stored before it: a retried
+                        // publish of that line came late). A gap that read
+                        // has too, once the job has ended and every stored
+                        // line is read, is lost: the stream dropped it.
+                        if !stalled {
+                            tracing::info!("job {id}: a gap in its lines; reading from the start");
+                            stalled = true;
+                            replay = None;
+                            last_read = tokio::time::Instant::now();
+                            continue;
+                        }
+                        if end.is_none() {
+                            continue;
+                        }
                         if let Some(first) = r.skip_gap() {
                             let mut batch = vec![(first.seq, first.data)];
                             while let Ok(Some(line)) = r.next_within(Duration::ZERO).await {
@@ -582,27 +596,10 @@ impl NatsRemote {
             Ok(None) => return Ok(false),
             Err(e) => return Err(api_error(e)),
         }
-        let mut from = 0;
-        let mut tries = 0;
-        while from < records.len() {
-            let (acked, error) = self
-                .bus
-                .publish_lines(&id, &records[from..], &mut Vec::new())
-                .await;
-            from = records
-                .iter()
-                .position(|r| r.seq > acked)
-                .unwrap_or(records.len());
-            if let Some(e) = error {
-                tries += 1;
-                if tries >= 5 {
-                    // The state says it ended; the web nodes end it with
-                    // the lines there are.
-                    tracing::warn!("job {id}: cancelled, but its closing line was not stored: {e}");
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+        if let Err(e) = self.bus.publish_all(&id, &records, 5).await {
+            // The state says it ended; the web nodes end it with the lines
+            // there are.
+            tracing::warn!("job {id}: cancelled, but its closing line was not stored: {e}");
         }
         Ok(true)
     }
